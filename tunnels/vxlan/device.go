@@ -1,0 +1,297 @@
+package vxlan
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/udptunnel/udptunnel/stack"
+)
+
+// SocketConfig configures a VXLAN socket: one UDP port that serves many
+// VNIs (the kernel's struct vxlan_sock).
+type SocketConfig struct {
+	// Local is the address and port to listen on; a zero address listens
+	// on all addresses of both families, port 0 means DefaultPort.
+	Local netip.AddrPort
+	// NIC, when non-zero, binds the socket to one underlay NIC.
+	NIC stack.NICID
+	// Checksum is the outer UDP checksum policy. The kernel's defaults
+	// are: no checksum on IPv4 transmit unless "udpcsum"; IPv6 checksums
+	// unless "udp6zerocsumtx"/"udp6zerocsumrx".
+	Checksum stack.ChecksumPolicy
+}
+
+// Socket is a VXLAN UDP socket: the encap that parses VXLAN headers and
+// hands each packet to the device of its VNI. Several devices (VNIs) share
+// one socket, as in the kernel.
+type Socket struct {
+	sock *stack.Socket
+
+	mu   sync.Mutex // serializes changes of devs
+	devs atomic.Pointer[map[VNI]*Device]
+}
+
+// OpenSocket opens a VXLAN socket in st (the outer stack).
+func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
+	if cfg.Local.Port() == 0 {
+		cfg.Local = netip.AddrPortFrom(cfg.Local.Addr(), DefaultPort)
+	}
+	s := &Socket{}
+	empty := map[VNI]*Device{}
+	s.devs.Store(&empty)
+	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
+		Local:    cfg.Local,
+		NIC:      cfg.NIC,
+		Checksum: cfg.Checksum,
+	}, (*encap)(s))
+	if err != nil {
+		return nil, fmt.Errorf("vxlan socket: %w", err)
+	}
+	s.sock = sock
+	return s, nil
+}
+
+// Tunnel returns the underlying tunnel socket (its counters include the
+// VXLAN header drops: truncated, bad header, unknown VNI).
+func (s *Socket) Tunnel() *stack.Socket { return s.sock }
+
+// Device returns the device of vni, or nil.
+func (s *Socket) Device(vni VNI) *Device { return (*s.devs.Load())[vni] }
+
+// Close closes every device of the socket, then the socket.
+func (s *Socket) Close() error {
+	for _, d := range *s.devs.Load() {
+		d.Close()
+	}
+	return s.sock.Close()
+}
+
+// Config configures one VXLAN device: one VNI, the kernel's
+// `ip link add NAME type vxlan id VNI ...`.
+type Config struct {
+	// Name is the device (NIC) name; empty means "vxlan<VNI>".
+	Name string
+	// VNI is the VXLAN network identifier (0..MaxVNI).
+	VNI VNI
+	// Local is the outer source address ("local"); zero lets the route
+	// choose. Its family, or else the first remote's, is the outer family.
+	Local netip.Addr
+	// Port is the outer UDP destination port ("dstport"); 0 means the
+	// socket's own port.
+	Port uint16
+	// SrcPortMin and SrcPortMax bound the outer UDP source port, picked
+	// from a hash of the inner flow ("srcport MIN MAX"); both 0 means the
+	// kernel's default local port range, 32768..60999.
+	SrcPortMin, SrcPortMax uint16
+	// TTL is the outer TTL or hop limit ("ttl"); 0 means the route's
+	// default (64).
+	TTL uint8
+	// TOS is the outer TOS or traffic class ("tos").
+	TOS uint8
+	// TOSInherit copies the inner IP header's TOS/traffic class to the
+	// outer header ("tos inherit") instead of TOS.
+	TOSInherit bool
+	// DF sets the outer IPv4 don't-fragment bit ("df set"); packets over
+	// the path MTU are then dropped, never fragmented.
+	DF bool
+	// Learning turns on source MAC learning from received frames
+	// ("learning"; the kernel's default is on, here it must be asked for).
+	Learning bool
+	// AgeingTime is how long learned entries live ("ageing"); 0 means
+	// DefaultAgeingTime, negative means never.
+	AgeingTime time.Duration
+	// MaxEntries caps the FDB ("maxaddress"); 0 means unlimited.
+	MaxEntries int
+	// Remotes are the default entry's remote VTEPs ("remote" for one; the
+	// kernel's flood list of all-zeros entries for several): broadcast,
+	// multicast and unknown unicast frames are replicated to each.
+	Remotes []netip.Addr
+	// MAC is the device's Ethernet address; nil picks a random locally
+	// administered one.
+	MAC net.HardwareAddr
+	// MTU is the inner MTU; 0 derives it from UnderlayMTU (1500 - 50 = 1450
+	// over IPv4, 1430 over IPv6).
+	MTU uint32
+	// UnderlayMTU is the outer path MTU used to derive MTU (0 = 1500).
+	UnderlayMTU uint32
+	// ZeroChecksum sends outer UDP datagrams without a checksum, over
+	// IPv4 ("noudpcsum") and IPv6 ("udp6zerocsumtx").
+	ZeroChecksum bool
+	// ChecksumOffload leaves inner checksums undone; see
+	// stack.DeviceConfig.ChecksumOffload. Only for in-process underlays.
+	ChecksumOffload bool
+	// Headroom overrides stack.DefaultOuterHeadroom (nesting).
+	Headroom int
+}
+
+// Device is one VXLAN device (one VNI): an L2 tunnel device of the inner
+// stack with its forwarding database, sending through a Socket of the outer
+// stack.
+type Device struct {
+	*stack.Device
+	sock *Socket
+	cfg  Config
+	fdb  *FDB
+	v6   bool // outer family
+	mac  MAC
+
+	ager    *time.Timer
+	closeMu sync.Mutex
+	closed  bool
+}
+
+// ageInterval is how often learned entries are scanned for expiry, the
+// kernel's FDB_AGE_INTERVAL.
+const ageInterval = 10 * time.Second
+
+// AddDevice creates a VXLAN device in inner (the stack whose applications
+// use the overlay; nil means the socket's own stack) and binds its VNI to
+// the socket. Bad configuration is an error naming the field; nothing is
+// created then.
+func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
+	if inner == nil {
+		inner = s.sock.Stack()
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("vxlan%d", cfg.VNI)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = s.sock.LocalAddr().Port()
+	}
+	if cfg.SrcPortMin == 0 && cfg.SrcPortMax == 0 {
+		cfg.SrcPortMin, cfg.SrcPortMax = 32768, 61000
+	}
+	if cfg.AgeingTime == 0 {
+		cfg.AgeingTime = DefaultAgeingTime
+	}
+	v6 := cfg.Local.Is6() && !cfg.Local.Is4In6()
+	if !cfg.Local.IsValid() && len(cfg.Remotes) > 0 {
+		v6 = cfg.Remotes[0].Is6() && !cfg.Remotes[0].Is4In6()
+	}
+	if !cfg.Local.IsValid() && len(cfg.Remotes) == 0 {
+		v6 = s.sock.LocalAddr().Addr().Is6()
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.devs.Load()
+	if _, ok := old[cfg.VNI]; ok {
+		return nil, fmt.Errorf("vni %d: %w: the socket already has a device for it", cfg.VNI, stack.ErrExists)
+	}
+	d := &Device{sock: s, cfg: cfg, v6: v6, fdb: NewFDB(FDBConfig{MaxEntries: cfg.MaxEntries, AgeingTime: max(cfg.AgeingTime, 0)})}
+	for _, r := range cfg.Remotes {
+		if err := d.fdb.Append(MAC{}, Remote{Addr: r}); err != nil {
+			return nil, fmt.Errorf("remotes: %w", err)
+		}
+	}
+	dev, err := stack.NewDevice(inner, stack.DeviceConfig{
+		Name:            cfg.Name,
+		Layer:           stack.L2,
+		MAC:             cfg.MAC,
+		MTU:             cfg.MTU,
+		UnderlayMTU:     cfg.UnderlayMTU,
+		EncapLen:        8 + HeaderLen,
+		OuterIPv6:       v6,
+		Headroom:        cfg.Headroom,
+		ChecksumOffload: cfg.ChecksumOffload,
+	}, (*transmitter)(d))
+	if err != nil {
+		return nil, err
+	}
+	d.Device = dev
+	copy(d.mac[:], dev.MAC())
+	next := make(map[VNI]*Device, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[cfg.VNI] = d
+	s.devs.Store(&next)
+	if cfg.Learning && cfg.AgeingTime > 0 {
+		d.fdb.Tick(time.Now())
+		d.ager = time.AfterFunc(ageInterval, d.age)
+	}
+	return d, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case !c.VNI.Valid():
+		return fmt.Errorf("vni %d: %w: above %d", c.VNI, stack.ErrInvalid, MaxVNI)
+	case c.Local.IsValid() && (c.Local.IsUnspecified() || c.Local.IsMulticast()):
+		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
+	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
+		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case c.MaxEntries < 0:
+		return fmt.Errorf("max entries %d: %w", c.MaxEntries, stack.ErrInvalid)
+	case c.Headroom < 0:
+		return fmt.Errorf("headroom %d: %w", c.Headroom, stack.ErrInvalid)
+	case c.DF && c.Local.Is6():
+		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
+	}
+	for i, r := range c.Remotes {
+		if !r.IsValid() || r.IsUnspecified() {
+			return fmt.Errorf("remotes[%d] %v: %w: need an address", i, r, stack.ErrInvalid)
+		}
+		if c.Local.IsValid() && (r.Unmap().Is4() != c.Local.Unmap().Is4()) {
+			return fmt.Errorf("remotes[%d] %v: %w: address family differs from local %v", i, r, stack.ErrInvalid, c.Local)
+		}
+	}
+	return nil
+}
+
+// Config returns the device's configuration, defaults applied.
+func (d *Device) Config() Config { return d.cfg }
+
+// VNI returns the device's VNI.
+func (d *Device) VNI() VNI { return d.cfg.VNI }
+
+// FDB returns the device's forwarding database ("bridge fdb").
+func (d *Device) FDB() *FDB { return d.fdb }
+
+// age is the ageing timer (vxlan_cleanup).
+func (d *Device) age() {
+	d.fdb.Tick(time.Now())
+	d.closeMu.Lock()
+	defer d.closeMu.Unlock()
+	if !d.closed {
+		d.ager.Reset(ageInterval)
+	}
+}
+
+// Close removes the device from its socket and its stack and stops its
+// ageing timer. The socket stays open for its other devices.
+func (d *Device) Close() error {
+	d.closeMu.Lock()
+	if d.closed {
+		d.closeMu.Unlock()
+		return nil
+	}
+	d.closed = true
+	if d.ager != nil {
+		d.ager.Stop()
+	}
+	d.closeMu.Unlock()
+
+	s := d.sock
+	s.mu.Lock()
+	old := *s.devs.Load()
+	next := make(map[VNI]*Device, len(old))
+	for k, v := range old {
+		if v != d {
+			next[k] = v
+		}
+	}
+	s.devs.Store(&next)
+	s.mu.Unlock()
+	return d.Device.Close()
+}
+
+// errNoFDB wraps stack.ErrNoRemote for frames the FDB has no remote for.
+var errNoFDB = fmt.Errorf("vxlan: no FDB entry and no default remote: %w", stack.ErrNoRemote)

@@ -1,0 +1,82 @@
+package vxlan
+
+// The VXLAN receive path (vxlan_rcv): UDP payload from the socket -> VXLAN
+// header validated -> device by VNI -> source MAC learned (vxlan_snoop)
+// -> header consumed -> stack.Device.Deliver (inner Ethernet, inner IP).
+
+import (
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"github.com/udptunnel/udptunnel/stack"
+)
+
+// encap is the Socket's stack.Encap face.
+type encap Socket
+
+var _ stack.Encap = (*encap)(nil)
+var _ stack.ErrorReceiver = (*encap)(nil)
+
+// Receive implements stack.Encap: vxlan_rcv.
+func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Verdict {
+	s := (*Socket)(e)
+	c := s.sock.Counters()
+	b, ok := pkt.Data().PullUp(HeaderLen + header.EthernetMinimumSize)
+	if !ok {
+		c.Drop(stack.DropTruncated)
+		return stack.Consumed
+	}
+	h, err := Parse(b)
+	if err != nil {
+		c.Drop(stack.DropBadHeader)
+		return stack.Consumed
+	}
+	d := (*s.devs.Load())[h.VNI()]
+	if d == nil {
+		c.Drop(stack.DropUnknownTunnel)
+		return stack.Consumed
+	}
+	if d.cfg.Learning {
+		var srcMAC MAC
+		copy(srcMAC[:], h.Payload()[6:12])
+		// vxlan_snoop; our own MAC coming back is a loop that Deliver
+		// drops, and must not be learned first.
+		if srcMAC != d.mac && d.fdb.Learn(srcMAC, Remote{Addr: src.Addr()}) == LearnStaticConflict {
+			// A static entry says the MAC lives elsewhere: the kernel
+			// drops the frame rather than let it move.
+			d.Counters().Drop(stack.DropPolicy)
+			return stack.Consumed
+		}
+	}
+	pkt.Data().Consume(HeaderLen)
+	d.Deliver(pkt)
+	return stack.Consumed
+}
+
+// ReceiveError implements stack.ErrorReceiver: a "fragmentation needed" or
+// "packet too big" for a remote lowers the MTU of the devices that send to
+// it.
+func (e *encap) ReceiveError(ie stack.ICMPError) {
+	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+		return
+	}
+	dst := ie.Dst.Addr().Unmap()
+	for _, d := range *(*Socket)(e).devs.Load() {
+		if d.sendsTo(dst) {
+			d.UpdatePathMTU(ie.MTU)
+		}
+	}
+}
+
+// sendsTo reports whether any FDB entry of d points at addr.
+func (d *Device) sendsTo(addr netip.Addr) bool {
+	for _, en := range d.fdb.Entries() {
+		for _, r := range en.Remotes {
+			if r.Addr == addr {
+				return true
+			}
+		}
+	}
+	return false
+}
