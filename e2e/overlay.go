@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/stack"
+	"github.com/udptunnel/udptunnel/tunnels/vxlan"
+)
+
+// OverlayConfig describes a two-host overlay: two in-process stacks joined
+// by a memlink wire (the underlay), each with a VXLAN device pointing at the
+// other (the overlay). The zero value is a lossless IPv4 underlay with MTU
+// 1500 and VNI 42.
+type OverlayConfig struct {
+	// IPv6Underlay puts IPv6 on the wire (fd00:99::1, fd00:99::2) instead
+	// of IPv4 (10.99.0.1, 10.99.0.2).
+	IPv6Underlay bool
+	// UnderlayMTU is the wire's MTU (0 = 1500).
+	UnderlayMTU uint32
+	// Impairment degrades the wire (loss, duplication, reordering, delay).
+	Impairment memlink.Impairment
+	// NoTunnel builds the same two stacks without the overlay: the inner
+	// addresses sit directly on the wire. It is the baseline that tunnel
+	// overhead is measured against.
+	NoTunnel bool
+	// VNI is the overlay's VNI (0 = 42).
+	VNI vxlan.VNI
+	// ChecksumOffload makes the wire and the tunnel devices skip transport
+	// checksums, as a kernel veth does (see memlink.Options and
+	// stack.DeviceConfig). Off by default.
+	ChecksumOffload bool
+	// Learning turns on FDB learning on both devices.
+	Learning bool
+}
+
+// Host is one end of an Overlay.
+type Host struct {
+	// Name is "a" or "b".
+	Name string
+	// Stack hosts both the inner and the outer IP layer.
+	Stack *stack.Stack
+	// Underlay is the NIC on the wire; Outer its address.
+	Underlay stack.NICID
+	Outer    netip.Addr
+	// Wire is the host's end of the underlay wire.
+	Wire *memlink.Endpoint
+	// Socket and Device are the host's VXLAN socket and device (nil with
+	// NoTunnel).
+	Socket *vxlan.Socket
+	Device *vxlan.Device
+	// Inner4 and Inner6 are the host's overlay addresses (192.168.42.x,
+	// fd00:42::x); with NoTunnel they are on the wire NIC.
+	Inner4, Inner6 netip.Addr
+}
+
+// Overlay is a two-host overlay built by NewOverlay.
+type Overlay struct {
+	A, B *Host
+}
+
+// NewOverlay builds the topology of cfg. Close it when done.
+func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
+	if cfg.UnderlayMTU == 0 {
+		cfg.UnderlayMTU = 1500
+	}
+	if cfg.VNI == 0 {
+		cfg.VNI = 42
+	}
+	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload})
+	if err != nil {
+		return nil, fmt.Errorf("underlay: %w", err)
+	}
+	outer := [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+	if cfg.IPv6Underlay {
+		outer = [2]netip.Prefix{netip.MustParsePrefix("fd00:99::1/64"), netip.MustParsePrefix("fd00:99::2/64")}
+	}
+	inner4 := [2]netip.Prefix{netip.MustParsePrefix("192.168.42.1/24"), netip.MustParsePrefix("192.168.42.2/24")}
+	inner6 := [2]netip.Prefix{netip.MustParsePrefix("fd00:42::1/64"), netip.MustParsePrefix("fd00:42::2/64")}
+
+	o := &Overlay{}
+	defer func() {
+		if err != nil {
+			o.Close()
+		}
+	}()
+	for i, w := range []*memlink.Endpoint{wa, wb} {
+		h := &Host{Name: string(rune('a' + i)), Stack: stack.New(stack.Options{}), Wire: w, Outer: outer[i].Addr(),
+			Inner4: inner4[i].Addr(), Inner6: inner6[i].Addr()}
+		if i == 0 {
+			o.A = h
+		} else {
+			o.B = h
+		}
+		if h.Underlay, err = h.Stack.AddNIC(w, stack.NICOptions{Name: "underlay"}); err != nil {
+			return nil, err
+		}
+		if cfg.NoTunnel {
+			// The baseline: inner addresses straight on the wire.
+			for _, p := range []netip.Prefix{inner4[i], inner6[i]} {
+				if err := h.Stack.AddAddress(h.Underlay, p); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		if err := h.Stack.AddAddress(h.Underlay, outer[i]); err != nil {
+			return nil, err
+		}
+		if h.Socket, err = vxlan.OpenSocket(h.Stack, vxlan.SocketConfig{}); err != nil {
+			return nil, err
+		}
+		h.Device, err = h.Socket.AddDevice(nil, vxlan.Config{
+			VNI:             cfg.VNI,
+			Remotes:         []netip.Addr{outer[1-i].Addr()},
+			UnderlayMTU:     cfg.UnderlayMTU,
+			Learning:        cfg.Learning,
+			ChecksumOffload: cfg.ChecksumOffload,
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range []netip.Prefix{inner4[i], inner6[i]} {
+			if err := h.Stack.AddAddress(h.Device.NIC(), p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return o, nil
+}
+
+// Hosts returns both hosts.
+func (o *Overlay) Hosts() []*Host { return []*Host{o.A, o.B} }
+
+// Close tears both hosts down: devices, sockets, wires and stacks.
+func (o *Overlay) Close() error {
+	var errs []error
+	for _, h := range []*Host{o.A, o.B} {
+		if h == nil {
+			continue
+		}
+		if h.Socket != nil {
+			errs = append(errs, h.Socket.Close())
+		}
+		h.Stack.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/udptunnel/udptunnel/stack"
+)
+
+// PingResult summarises a run of pings.
+type PingResult struct {
+	Sent, Received int
+	// RTTs are the round-trip times of the received replies, in order.
+	RTTs []time.Duration
+}
+
+// Loss returns the fraction of pings that got no reply.
+func (r PingResult) Loss() float64 {
+	if r.Sent == 0 {
+		return 0
+	}
+	return 1 - float64(r.Received)/float64(r.Sent)
+}
+
+// Median returns the median RTT (0 without replies).
+func (r PingResult) Median() time.Duration {
+	if len(r.RTTs) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.RTTs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func (r PingResult) String() string {
+	if len(r.RTTs) == 0 {
+		return fmt.Sprintf("%d sent, %d received", r.Sent, r.Received)
+	}
+	return fmt.Sprintf("%d sent, %d received, %.0f%% loss, rtt min/median/max %v/%v/%v",
+		r.Sent, r.Received, 100*r.Loss(), slices.Min(r.RTTs), r.Median(), slices.Max(r.RTTs))
+}
+
+// Ping sends count echo requests from st to dst, each waiting up to timeout
+// for its reply. It returns an error only when no reply came at all.
+func Ping(ctx context.Context, st *stack.Stack, dst netip.Addr, count int, timeout time.Duration) (PingResult, error) {
+	var r PingResult
+	var last error
+	for i := range count {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		rtt, err := st.Ping(pctx, dst, uint16(i+1), 56)
+		cancel()
+		r.Sent++
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		r.Received++
+		r.RTTs = append(r.RTTs, rtt)
+	}
+	if r.Received == 0 {
+		return r, fmt.Errorf("ping %v: no reply: %w", dst, last)
+	}
+	return r, nil
+}
+
+// TransferResult is the outcome of a TCP transfer.
+type TransferResult struct {
+	Bytes    int64
+	Duration time.Duration
+	// SHA256 is the hash of what the receiver got; it equalled the
+	// sender's or TransferTCP returned an error.
+	SHA256 [32]byte
+}
+
+// Gbps returns the goodput in Gbit/s.
+func (r TransferResult) Gbps() float64 {
+	if r.Duration <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) * 8 / r.Duration.Seconds() / 1e9
+}
+
+func (r TransferResult) String() string {
+	return fmt.Sprintf("%d bytes in %v, %.2f Gbit/s, sha256 %x", r.Bytes, r.Duration.Round(time.Millisecond), r.Gbps(), r.SHA256[:8])
+}
+
+// ErrHashMismatch: the receiver got different bytes than were sent.
+var ErrHashMismatch = errors.New("received data differs from sent data (sha256 mismatch)")
+
+// TransferTCP moves size bytes of seeded pseudo-random data over one TCP
+// connection from src to dst (a listener is opened on dst's stack at
+// dstAddr), hashing both ends, and fails unless the hashes match.
+func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrPort, size int64) (TransferResult, error) {
+	ln, err := dst.ListenTCP(dstAddr)
+	if err != nil {
+		return TransferResult{}, fmt.Errorf("listen %v: %w", dstAddr, err)
+	}
+	defer ln.Close()
+	type rcv struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	done := make(chan rcv, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- rcv{err: err}
+			return
+		}
+		defer c.Close()
+		if dl, ok := ctx.Deadline(); ok {
+			c.SetDeadline(dl)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		var r rcv
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		done <- r
+	}()
+
+	start := time.Now()
+	c, err := src.DialTCP(ctx, dstAddr)
+	if err != nil {
+		return TransferResult{}, fmt.Errorf("dial %v: %w", dstAddr, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	sent := sha256.New()
+	w := io.MultiWriter(c, sent)
+	_, err = io.Copy(w, io.LimitReader(newPRNGReader(uint64(size)), size))
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && err == nil {
+		err = cw.CloseWrite()
+	}
+	if err != nil {
+		c.Close()
+		return TransferResult{}, fmt.Errorf("send to %v: %w", dstAddr, err)
+	}
+	var r rcv
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		c.Close()
+		return TransferResult{}, fmt.Errorf("transfer to %v: %w", dstAddr, ctx.Err())
+	}
+	c.Close()
+	res := TransferResult{Bytes: r.n, Duration: time.Since(start), SHA256: r.sum}
+	if r.err != nil && !errors.Is(r.err, net.ErrClosed) {
+		return res, fmt.Errorf("receive at %v: %w", dstAddr, r.err)
+	}
+	var want [32]byte
+	copy(want[:], sent.Sum(nil))
+	if r.n != size || r.sum != want {
+		return res, fmt.Errorf("transfer of %d bytes to %v: got %d bytes: %w", size, dstAddr, r.n, ErrHashMismatch)
+	}
+	return res, nil
+}
+
+// prngReader yields a seeded pseudo-random byte stream, 8 bytes per PRNG
+// step, without allocating per read.
+type prngReader struct{ r *rand.PCG }
+
+func newPRNGReader(seed uint64) io.Reader { return &prngReader{rand.NewPCG(seed, 0x75647074)} }
+
+func (p *prngReader) Read(b []byte) (int, error) {
+	n := len(b) &^ 7
+	if n == 0 {
+		n = len(b)
+		v := p.r.Uint64()
+		for i := range b {
+			b[i] = byte(v >> (8 * i))
+		}
+		return n, nil
+	}
+	for i := 0; i < n; i += 8 {
+		v := p.r.Uint64()
+		b[i], b[i+1], b[i+2], b[i+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+		b[i+4], b[i+5], b[i+6], b[i+7] = byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56)
+	}
+	return n, nil
+}
