@@ -103,4 +103,3 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, "\nOK")
 	return 0
 }
-

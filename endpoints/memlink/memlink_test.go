@@ -216,14 +216,15 @@ func TestImpairment(t *testing.T) {
 	const n = 1000
 
 	// run sends n datagrams from host 1 to host 2 over a raw IPv4 pair and
-	// returns what arrived and both ends.
-	run := func(t *testing.T, opts memlink.Options, n int, quiet time.Duration) (got []datagram, ea, eb *memlink.Endpoint) {
+	// returns what arrived, once want have or none has for quiet, and both
+	// ends.
+	run := func(t *testing.T, opts memlink.Options, n, want int, quiet time.Duration) (got []datagram, ea, eb *memlink.Endpoint) {
 		t.Helper()
 		a, b, ea, eb := pairedHosts(t, opts)
 		ca := udpSocket(t, a, ipv4.ProtocolNumber, a.v4, 1000)
 		cb := udpSocket(t, b, ipv4.ProtocolNumber, b.v4, 2000)
 		sendSeqs(t, ca, udpAddr(b.v4, 2000), 0, n, 64)
-		got = receiveSeqs(cb, 0, quiet)
+		got = receiveSeqs(cb, want, quiet)
 		// The stacks send nothing of their own, so the impairment drew
 		// for the datagrams only.
 		if s := ea.Stats(); s.TxPackets != uint64(n) {
@@ -233,7 +234,7 @@ func TestImpairment(t *testing.T) {
 	}
 
 	t.Run("loss", func(t *testing.T) {
-		got, ea, eb := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Loss: 0.5, Seed: 1}}, n, 200*time.Millisecond)
+		got, ea, eb := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Loss: 0.5, Seed: 1}}, n, 0, 200*time.Millisecond)
 		lost := n - len(got)
 		if lost < n*4/10 || lost > n*6/10 {
 			t.Errorf("lost %d of %d datagrams, want about half", lost, n)
@@ -248,7 +249,7 @@ func TestImpairment(t *testing.T) {
 
 	t.Run("same-seed-same-fate", func(t *testing.T) {
 		fate := func(seed uint64) []uint32 {
-			got, _, _ := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Loss: 0.3, Duplicate: 0.2, Seed: seed}}, 200, 200*time.Millisecond)
+			got, _, _ := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Loss: 0.3, Duplicate: 0.2, Seed: seed}}, 200, 0, 200*time.Millisecond)
 			return seqs(got)
 		}
 		first, second, other := fate(42), fate(42), fate(43)
@@ -261,7 +262,7 @@ func TestImpairment(t *testing.T) {
 	})
 
 	t.Run("duplicate", func(t *testing.T) {
-		got, ea, eb := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Duplicate: 1}}, n, 200*time.Millisecond)
+		got, ea, eb := run(t, memlink.Options{Sync: true, Impairment: memlink.Impairment{Duplicate: 1}}, n, 2*n, 5*time.Second)
 		want := make([]uint32, 0, 2*n)
 		for i := range n {
 			want = append(want, uint32(i), uint32(i))
@@ -283,7 +284,7 @@ func TestImpairment(t *testing.T) {
 			jitter = 10 * time.Millisecond
 			count  = 50
 		)
-		got, _, _ := run(t, memlink.Options{Impairment: memlink.Impairment{Delay: delay, Jitter: jitter, Seed: 1}}, count, time.Second)
+		got, _, _ := run(t, memlink.Options{Impairment: memlink.Impairment{Delay: delay, Jitter: jitter, Seed: 1}}, count, count, 5*time.Second)
 		if len(got) != count {
 			t.Fatalf("received %d datagrams, want %d", len(got), count)
 		}
@@ -299,7 +300,7 @@ func TestImpairment(t *testing.T) {
 
 	t.Run("reorder", func(t *testing.T) {
 		const count = 200
-		got, _, eb := run(t, memlink.Options{Impairment: memlink.Impairment{Reorder: 0.3, Seed: 1}}, count, time.Second)
+		got, _, eb := run(t, memlink.Options{Impairment: memlink.Impairment{Reorder: 0.3, Seed: 1}}, count, count, 5*time.Second)
 		order := seqs(got)
 		if sorted := slices.Sorted(slices.Values(order)); len(sorted) != count || sorted[0] != 0 || sorted[count-1] != count-1 || len(slices.Compact(sorted)) != count {
 			t.Fatalf("received %v, want each of 0..%d once", order, count-1)
@@ -315,7 +316,7 @@ func TestImpairment(t *testing.T) {
 	t.Run("reorder-releases-lone-packet", func(t *testing.T) {
 		// Every packet is held back, and no later packet comes to overtake
 		// it: it must still arrive.
-		got, _, _ := run(t, memlink.Options{Impairment: memlink.Impairment{Reorder: 1}}, 1, time.Second)
+		got, _, _ := run(t, memlink.Options{Impairment: memlink.Impairment{Reorder: 1}}, 1, 1, 5*time.Second)
 		if got := seqs(got); !slices.Equal(got, []uint32{0}) {
 			t.Errorf("received %v, want [0]", got)
 		}
