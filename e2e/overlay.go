@@ -34,6 +34,10 @@ type OverlayConfig struct {
 	ChecksumOffload bool
 	// Learning turns on FDB learning on both devices.
 	Learning bool
+	// SyncWire delivers each packet on the sender's goroutine (see
+	// memlink.Options.Sync): deterministic, and the way to measure the
+	// per-packet cost of a path without queueing.
+	SyncWire bool
 }
 
 // Host is one end of an Overlay.
@@ -69,7 +73,7 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 	if cfg.VNI == 0 {
 		cfg.VNI = 42
 	}
-	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload})
+	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload, Sync: cfg.SyncWire})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: %w", err)
 	}

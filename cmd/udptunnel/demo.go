@@ -81,7 +81,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	res, err := e2e.TransferTCP(ctx, a.Stack, b.Stack, netip.AddrPortFrom(b.Inner4, 5001), *size)
+	res, err := e2e.TransferTCP(ctx, a.Stack, b.Stack, netip.AddrPortFrom(b.Inner4, 5001), *size, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "FAIL: TCP a -> b: %v\n", err)
 		failed = true
