@@ -2,9 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"hash"
 	"hash/crc32"
-	"fmt"
 	"net/netip"
 	"testing"
 	"time"
