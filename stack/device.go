@@ -246,8 +246,9 @@ func (d *Device) Close() error {
 // Deliver injects a decapsulated packet into the device: pkt's data must
 // start at the inner frame (Ethernet for L2, IP for L3). This is where the
 // packet re-enters the stack (ip_local_deliver #2, via netif_rx and
-// eth_type_trans for L2). pkt is borrowed; the inner packet shares its
-// bytes.
+// eth_type_trans for L2). pkt is borrowed, but its data moves into the
+// inner packet without a copy: afterwards pkt holds no bytes and its
+// headers must not be read; the caller only releases it.
 func (d *Device) Deliver(pkt *PacketBuffer) {
 	disp := d.disp.Load()
 	if disp == nil || d.closed.Load() {
@@ -288,7 +289,12 @@ func (d *Device) Deliver(pkt *PacketBuffer) {
 		}
 	}
 	n := pkt.Data().Size()
-	in := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: pkt.Data().ToBuffer()})
+	// Move the inner frame out of pkt rather than share it: gVisor's
+	// parsers pull headers up through Buffer.PullUp, which copies any chunk
+	// that another buffer still references, so a shared inner frame would
+	// be copied whole on its first header parse.
+	in := gstack.NewPacketBuffer(gstack.PacketBufferOptions{})
+	in.Data().Merge(pkt.Data())
 	setNestingDepth(in, NestingDepth(pkt))
 	d.counters.Rx(n)
 	disp.DeliverNetworkPacket(proto, in)

@@ -38,9 +38,8 @@ func (e *socketEndpoint) HandlePacket(_ gstack.TransportEndpointID, pkt *PacketB
 		so.counters.Drop(DropTruncated)
 		return
 	}
-	nh := pkt.Network()
-	srcIP, dstIP := nh.SourceAddress(), nh.DestinationAddress()
-	if !so.checksumOK(pkt, uh) {
+	srcIP, dstIP := outerAddrs(pkt)
+	if !so.checksumOK(pkt, uh, srcIP, dstIP) {
 		so.counters.Drop(DropBadChecksum)
 		return
 	}
@@ -70,15 +69,27 @@ func (e *socketEndpoint) HandlePacket(_ gstack.TransportEndpointID, pkt *PacketB
 // datagram, as the kernel does before encap_rcv (gVisor leaves it to the
 // endpoint). A zero checksum means "none": always allowed over IPv4,
 // allowed over IPv6 only with ChecksumPolicy.ZeroRx6 (RFC 6936).
-func (so *Socket) checksumOK(pkt *PacketBuffer, uh header.UDP) bool {
+func (so *Socket) checksumOK(pkt *PacketBuffer, uh header.UDP, src, dst tcpip.Address) bool {
 	if uh.Checksum() == 0 {
 		return pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber || so.cfg.Checksum.ZeroRx6
 	}
 	if pkt.RXChecksumValidated {
 		return true
 	}
-	nh := pkt.Network()
-	return uh.IsChecksumValid(nh.SourceAddress(), nh.DestinationAddress(), pkt.Data().Checksum())
+	return uh.IsChecksumValid(src, dst, pkt.Data().Checksum())
+}
+
+// outerAddrs returns the outer source and destination addresses. It reads
+// the header directly: PacketBuffer.Network allocates (it boxes the header
+// in an interface) and this runs for every packet.
+func outerAddrs(pkt *PacketBuffer) (src, dst tcpip.Address) {
+	nh := pkt.NetworkHeader().Slice()
+	if pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber {
+		h := header.IPv6(nh)
+		return h.SourceAddress(), h.DestinationAddress()
+	}
+	h := header.IPv4(nh)
+	return h.SourceAddress(), h.DestinationAddress()
 }
 
 // HandleError implements stack.TransportEndpoint.HandleError: an ICMP error
@@ -90,7 +101,8 @@ func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuff
 	so.icmpErrors.Add(1)
 	var dst netip.AddrPort
 	if len(pkt.NetworkHeader().Slice()) > 0 {
-		dst = netip.AddrPortFrom(netipAddr(pkt.Network().DestinationAddress()), 0)
+		_, d := outerAddrs(pkt)
+		dst = netip.AddrPortFrom(netipAddr(d), 0)
 		if uh := header.UDP(pkt.TransportHeader().Slice()); len(uh) >= header.UDPMinimumSize {
 			dst = netip.AddrPortFrom(dst.Addr(), uh.DestinationPort())
 		}
