@@ -32,6 +32,11 @@ type OverlayConfig struct {
 	// checksums, as a kernel veth does (see memlink.Options and
 	// stack.DeviceConfig). Off by default.
 	ChecksumOffload bool
+	// GSO lets TCP hand 64 KiB segments to the wire and the tunnel
+	// devices whatever the MTU (memlink.Options.GSO,
+	// stack.DeviceConfig.GSO), as the kernel's veth and VXLAN do. It
+	// implies ChecksumOffload.
+	GSO bool
 	// Learning turns on FDB learning on both devices.
 	Learning bool
 	// SyncWire delivers each packet on the sender's goroutine (see
@@ -73,7 +78,10 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 	if cfg.VNI == 0 {
 		cfg.VNI = 42
 	}
-	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload, Sync: cfg.SyncWire})
+	if cfg.GSO {
+		cfg.ChecksumOffload = true
+	}
+	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload, GSO: cfg.GSO, Sync: cfg.SyncWire})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: %w", err)
 	}
@@ -122,6 +130,7 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 			UnderlayMTU:     cfg.UnderlayMTU,
 			Learning:        cfg.Learning,
 			ChecksumOffload: cfg.ChecksumOffload,
+			GSO:             cfg.GSO,
 		})
 		if err != nil {
 			return nil, err

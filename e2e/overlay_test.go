@@ -21,6 +21,9 @@ func TestOverlay(t *testing.T) {
 		{"jumbo-underlay", e2e.OverlayConfig{UnderlayMTU: 65000}, 8 << 20},
 		{"no-tunnel-baseline", e2e.OverlayConfig{NoTunnel: true}, 8 << 20},
 		{"checksum-offload", e2e.OverlayConfig{ChecksumOffload: true}, 8 << 20},
+		{"checksum-offload-ipv6-underlay", e2e.OverlayConfig{ChecksumOffload: true, IPv6Underlay: true}, 8 << 20},
+		{"gso", e2e.OverlayConfig{GSO: true}, 16 << 20},
+		{"gso-ipv6-underlay", e2e.OverlayConfig{GSO: true, IPv6Underlay: true}, 16 << 20},
 		{"impaired", e2e.OverlayConfig{Impairment: memlink.Impairment{Loss: 0.02, Duplicate: 0.01, Reorder: 0.02, Delay: 200 * time.Microsecond, Seed: 7}}, 2 << 20},
 	}
 	for _, tt := range tests {

@@ -90,6 +90,9 @@ func NewTunnelPacket(inner *PacketBuffer, tunnelHeaderLen int) (pkt *PacketBuffe
 		})
 	}
 	setNestingDepth(pkt, NestingDepth(inner)+1)
+	// A GSO super-packet stays one: the outer IP layer must not fragment
+	// it (Xmit drops the mark where the underlay cannot take it).
+	pkt.GSOOptions = inner.GSOOptions
 	th := pkt.TransportHeader().Push(n)
 	pkt.TransportProtocolNumber = header.UDPProtocolNumber
 	return pkt, th[header.UDPMinimumSize:]
@@ -185,7 +188,13 @@ func (so *Socket) Xmit(pkt *PacketBuffer, p XmitParams) error {
 		so.counters.Drop(DropTooBig)
 		return &TooBigError{MTU: 0xffff}
 	}
-	if p.DF && !v6 {
+	if pkt.GSOOptions.Type != gstack.GSONone && !r.HasHostGSOCapability() {
+		// The underlay cannot carry the super-packet whole: let the outer
+		// IP layer fragment it (the kernel would segment the inner TCP
+		// packet instead; fragments are correct, only slower).
+		pkt.GSOOptions = gstack.GSO{}
+	}
+	if p.DF && !v6 && pkt.GSOOptions.Type == gstack.GSONone {
 		mtu := r.MTU() + uint32(hdrLen)
 		if pm := so.pmtu.get(dst); pm != 0 && pm < mtu {
 			mtu = pm
@@ -211,7 +220,9 @@ func (so *Socket) Xmit(pkt *PacketBuffer, p XmitParams) error {
 	uh := header.UDP(th)
 	uh.Encode(&header.UDPFields{SrcPort: srcPort, DstPort: dstPort, Length: uint16(udpLen)})
 	noCsum := p.NoChecksum || (!v6 && so.cfg.Checksum.ZeroTx4) || (v6 && so.cfg.Checksum.ZeroTx6)
-	if !noCsum && r.RequiresTXTransportChecksum() {
+	switch {
+	case noCsum:
+	case r.RequiresTXTransportChecksum():
 		// udp_set_csum: pseudo header + UDP header + tunnel header + data.
 		xsum := r.PseudoHeaderChecksum(header.UDPProtocolNumber, uint16(udpLen))
 		xsum = checksum.Combine(xsum, pkt.Data().Checksum())
@@ -221,6 +232,14 @@ func (so *Socket) Xmit(pkt *PacketBuffer, p XmitParams) error {
 			xsum = 0xffff // RFC 768: a computed zero is sent as all ones
 		}
 		uh.SetChecksum(xsum)
+	default:
+		// The NIC offloads checksums (CHECKSUM_PARTIAL): leave the
+		// pseudo-header sum for it, never the zero that means "none".
+		if xsum := r.PseudoHeaderChecksum(header.UDPProtocolNumber, uint16(udpLen)); xsum != 0 {
+			uh.SetChecksum(xsum)
+		} else {
+			uh.SetChecksum(0xffff)
+		}
 	}
 
 	ttl := p.TTL

@@ -42,6 +42,7 @@ import (
 )
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var _ stack.GSOEndpoint = (*Endpoint)(nil)
 
 // Endpoint is one end of a pair or one port of a hub. It implements
 // stack.LinkEndpoint; all its methods are safe for concurrent use.
@@ -50,6 +51,7 @@ type Endpoint struct {
 	sync     bool
 	ethernet bool
 	offload  bool
+	gso      bool
 	queueLen int
 	delays   bool      // Impairment delays packets.
 	reorders bool      // Impairment reorders packets.
@@ -100,6 +102,7 @@ func newEndpoint(opts *Options, addr tcpip.LinkAddress, stream uint64) *Endpoint
 		sync:     opts.Sync,
 		ethernet: opts.Ethernet,
 		offload:  opts.ChecksumOffload,
+		gso:      opts.GSO,
 		queueLen: opts.QueueLen,
 		delays:   opts.Impairment.delays(),
 		reorders: opts.Impairment.Reorder > 0,
@@ -302,7 +305,7 @@ func (e *Endpoint) transmit(pkt *stack.PacketBuffer) {
 	case e.down.Load():
 		e.stats.linkDown.Add(1)
 		return
-	case e.networkSize(pkt) > int(e.mtu.Load()):
+	case e.networkSize(pkt) > int(e.mtu.Load()) && pkt.GSOOptions.Type == stack.GSONone:
 		e.stats.tooBig.Add(1)
 		return
 	}
@@ -417,4 +420,25 @@ func (e *Endpoint) deliver(d stack.NetworkDispatcher, proto tcpip.NetworkProtoco
 	e.stats.rxBytes.Add(uint64(pkt.Size()))
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
+}
+
+// gsoMaxSize is the largest GSO packet the wire carries: what an IP packet
+// can hold.
+const gsoMaxSize = 1<<16 - 1
+
+// GSOMaxSize implements stack.GSOEndpoint.GSOMaxSize.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.gso {
+		return gsoMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.SupportedGSO: host GSO when
+// Options.GSO is set (the peer takes the packets whole).
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.gso {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
 }

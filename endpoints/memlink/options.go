@@ -73,6 +73,14 @@ type Options struct {
 	// RXChecksumValidated).
 	ChecksumOffload bool
 
+	// GSO advertises segmentation offload (gVisor's HostGSOSupported): a
+	// sending TCP builds segments of up to 64 KiB, whatever the MTU, and the
+	// wire carries them whole, as a kernel veth carries GSO packets to a
+	// peer that accepts them unsegmented (GRO). Packets marked for GSO are
+	// exempt from the MTU check. Requires ChecksumOffload, since GSO
+	// packets carry partial transport checksums.
+	GSO bool
+
 	// Impairment degrades the wire. Its zero value is a perfect wire.
 	Impairment Impairment
 }
@@ -143,6 +151,9 @@ func (o Options) withDefaults() (Options, error) {
 		if err := checkMAC(m.addr); err != nil {
 			return invalid("%s %v", m.name, err)
 		}
+	}
+	if o.GSO && !o.ChecksumOffload {
+		return invalid("GSO needs ChecksumOffload: GSO packets carry partial checksums")
 	}
 	if o.MACA != "" && o.MACA == o.MACB {
 		return invalid("MACA and MACB are both %s", o.MACA)

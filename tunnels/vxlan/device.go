@@ -124,6 +124,9 @@ type Config struct {
 	// ChecksumOffload leaves inner checksums undone; see
 	// stack.DeviceConfig.ChecksumOffload. Only for in-process underlays.
 	ChecksumOffload bool
+	// GSO passes TCP segments of up to 64 KiB through the device whole;
+	// see stack.DeviceConfig.GSO. Requires ChecksumOffload.
+	GSO bool
 	// Headroom overrides stack.DefaultOuterHeadroom (nesting).
 	Headroom int
 }
@@ -201,6 +204,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 		OuterIPv6:       v6,
 		Headroom:        cfg.Headroom,
 		ChecksumOffload: cfg.ChecksumOffload,
+		GSO:             cfg.GSO,
 	}, (*transmitter)(d))
 	if err != nil {
 		return nil, err
