@@ -73,6 +73,10 @@ type DeviceConfig struct {
 	// the outer IP layer fragments the datagram instead (correct, slower).
 	// Requires ChecksumOffload (GSO packets carry partial checksums).
 	GSO bool
+	// OnClose, if set, runs once when the device closes, whoever closes
+	// it (Device.Close or Stack.Close): the protocol's place to release
+	// its own resources (timers, table entries).
+	OnClose func()
 }
 
 // Transmitter is the protocol half of a tunnel device: its ndo_start_xmit.
@@ -180,6 +184,12 @@ func NewDevice(st *Stack, cfg DeviceConfig, tx Transmitter) (*Device, error) {
 	}
 	d.nic = nic
 	st.mu.Lock()
+	if st.closed {
+		// Stack.Close has run (or is running) and would never close us.
+		st.mu.Unlock()
+		st.RemoveNIC(nic)
+		return nil, fmt.Errorf("device %s: stack: %w", cfg.Name, ErrClosed)
+	}
 	st.devices[d] = struct{}{}
 	st.mu.Unlock()
 	st.log.Info("tunnel device up", "name", cfg.Name, "layer", cfg.Layer, "mtu", mtu, "nic", nic)
@@ -245,6 +255,9 @@ func (d *Device) Close() error {
 	var err error
 	d.once.Do(func() {
 		d.closed.Store(true)
+		if d.cfg.OnClose != nil {
+			d.cfg.OnClose()
+		}
 		err = d.st.RemoveNIC(d.nic)
 		d.st.mu.Lock()
 		delete(d.st.devices, d)

@@ -73,6 +73,7 @@ func (q *datagramQueue) pop() (datagram, error) {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
+			q.signal() // pass the wake-up on: close concerns every blocked reader
 			return datagram{}, net.ErrClosed
 		}
 		if len(q.q) > 0 {
@@ -95,6 +96,7 @@ func (q *datagramQueue) pop() (datagram, error) {
 		}
 		d := time.Until(deadline)
 		if d <= 0 {
+			q.signal() // likewise for the deadline
 			return datagram{}, os.ErrDeadlineExceeded
 		}
 		t := time.NewTimer(d)

@@ -99,14 +99,7 @@ func outerAddrs(pkt *PacketBuffer) (src, dst tcpip.Address) {
 func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuffer) {
 	so := (*Socket)(e)
 	so.icmpErrors.Add(1)
-	var dst netip.AddrPort
-	if len(pkt.NetworkHeader().Slice()) > 0 {
-		_, d := outerAddrs(pkt)
-		dst = netip.AddrPortFrom(netipAddr(d), 0)
-		if uh := header.UDP(pkt.TransportHeader().Slice()); len(uh) >= header.UDPMinimumSize {
-			dst = netip.AddrPortFrom(dst.Addr(), uh.DestinationPort())
-		}
-	}
+	dst := quotedDst(pkt)
 	ie := ICMPError{Dst: dst}
 	switch terr.Kind() {
 	case gstack.PacketTooBigTransportError:
@@ -127,6 +120,35 @@ func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuff
 	if er, ok := so.encap.(ErrorReceiver); ok {
 		er.ReceiveError(ie)
 	}
+}
+
+// quotedDst returns the destination of the datagram an ICMP error quotes.
+// gVisor passes the ICMP message itself: its network and transport headers
+// are the ICMP packet's (router to us), the quoted IP header has been
+// consumed right after the ICMP header, and the data starts at the quoted
+// UDP header.
+func quotedDst(pkt *PacketBuffer) netip.AddrPort {
+	var port uint16
+	if uh, ok := pkt.Data().PullUp(header.UDPMinimumSize); ok {
+		port = header.UDP(uh).DestinationPort()
+	}
+	start := len(pkt.LinkHeader().Slice()) + len(pkt.NetworkHeader().Slice()) + len(pkt.TransportHeader().Slice())
+	v := pkt.ToView()
+	defer v.Release()
+	b := v.AsSlice()
+	if end := pkt.HeaderSize(); end <= len(b) && start < end {
+		b = b[start:end]
+	} else {
+		b = nil
+	}
+	var a netip.Addr
+	switch {
+	case len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4:
+		a = netipAddr(header.IPv4(b).DestinationAddress())
+	case len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6:
+		a = netipAddr(header.IPv6(b).DestinationAddress())
+	}
+	return netip.AddrPortFrom(a, port)
 }
 
 func ipHeaderLen(p tcpip.NetworkProtocolNumber) int {

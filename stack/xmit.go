@@ -37,34 +37,30 @@ const MaxNesting = 8
 // only slower).
 const DefaultOuterHeadroom = 128
 
-// nestLevel is how many tunnel encapsulations a packet is inside. It rides
-// in PacketBuffer.Owner, which gVisor consults only for iptables owner
-// matches (never used on tunnel packets), because a goroutine has no
-// per-CPU recursion counter to borrow as the kernel does. Converting a
-// uint8 to an interface does not allocate.
-type nestLevel uint8
-
-// KUID implements tcpip.PacketOwner: the overflow UID.
-func (nestLevel) KUID() uint32 { return 65534 }
-
-// KGID implements tcpip.PacketOwner: the overflow GID.
-func (nestLevel) KGID() uint32 { return 65534 }
+// The nesting depth of a packet rides in the top bits of
+// PacketBuffer.Mark, since a goroutine has no per-CPU recursion counter to
+// borrow as the kernel's dev_xmit_recursion does. The mark is the one field
+// gVisor carries through every path a looping packet can take: Clone,
+// CloneToInbound and IP fragmentation copy it (PacketBuffer.Owner, the
+// first choice, is lost in fragmentation, which let a fragmenting loop
+// recurse without end). The low 28 bits stay the application's SO_MARK.
+const (
+	nestShift = 28
+	nestMask  = 0xf << nestShift
+)
 
 // NestingDepth returns how many tunnel encapsulations pkt is inside: 0 for
 // a packet from an application, 1 after one encapsulation, and on receive
 // 1 for a packet one tunnel deep.
 func NestingDepth(pkt *PacketBuffer) int {
-	if l, ok := pkt.Owner.(nestLevel); ok {
-		return int(l)
-	}
-	return 0
+	return int(pkt.Mark&nestMask) >> nestShift
 }
 
 func setNestingDepth(pkt *PacketBuffer, d int) {
-	if d > 255 {
-		d = 255
+	if d > nestMask>>nestShift {
+		d = nestMask >> nestShift
 	}
-	pkt.Owner = nestLevel(d)
+	pkt.Mark = pkt.Mark&^nestMask | uint32(d)<<nestShift
 }
 
 // NewTunnelPacket starts an outer packet around inner, which is borrowed:
@@ -288,7 +284,7 @@ func withHeadroom(pkt *PacketBuffer, need int) *PacketBuffer {
 	})
 	copy(out.TransportHeader().Push(len(th)), th)
 	out.TransportProtocolNumber = pkt.TransportProtocolNumber
-	out.Owner = pkt.Owner
+	out.Mark = pkt.Mark
 	return out
 }
 
@@ -313,7 +309,7 @@ func writeWithFlowLabel(r *gstack.Route, pkt *PacketBuffer, ttl, tc uint8, label
 		ReserveHeaderBytes: int(r.MaxHeaderLength()),
 		Payload:            payload,
 	})
-	out.Owner = pkt.Owner
+	out.Mark = pkt.Mark
 	defer out.DecRef()
 	return r.WriteHeaderIncludedPacket(out)
 }
