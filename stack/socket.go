@@ -361,12 +361,18 @@ func (c *pmtuCache) get(dst netip.Addr) uint32 {
 func (so *Socket) PathMTU(dst netip.Addr) uint32 { return so.pmtu.get(dst) }
 
 // routeCache caches outer routes per (source, destination), like the
-// kernel's dst_cache. Entries are dropped when the stack's route
-// generation changes. As with the kernel's RCU-freed dst entries, a writer
-// may still use a route that a concurrent flush has just released: gVisor
-// then fails that one write (counted as DropWriteError), it never crashes.
+// kernel's dst_cache. Readers load an immutable snapshot without a lock;
+// writers copy it (a socket talks to few remotes). Entries are dropped when
+// the stack's route generation changes. As with the kernel's RCU-freed dst
+// entries, a writer may still use a route that a concurrent flush has just
+// released: gVisor then fails that one write (counted as DropWriteError),
+// it never crashes.
 type routeCache struct {
-	mu  sync.RWMutex
+	snap atomic.Pointer[routeSnapshot]
+	mu   sync.Mutex // serializes writers
+}
+
+type routeSnapshot struct {
 	gen uint64
 	m   map[routeKey]*gstack.Route
 }
@@ -376,12 +382,10 @@ type routeKey struct {
 }
 
 func (c *routeCache) get(gen uint64, k routeKey) *gstack.Route {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.gen != gen {
-		return nil
+	if s := c.snap.Load(); s != nil && s.gen == gen {
+		return s.m[k]
 	}
-	return c.m[k]
+	return nil
 }
 
 // put stores r and returns the route to use: r, or a route another
@@ -389,28 +393,34 @@ func (c *routeCache) get(gen uint64, k routeKey) *gstack.Route {
 func (c *routeCache) put(gen uint64, k routeKey, r *gstack.Route) *gstack.Route {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen || c.m == nil {
-		c.releaseLocked()
-		c.gen = gen
-		c.m = make(map[routeKey]*gstack.Route)
+	old := c.snap.Load()
+	next := &routeSnapshot{gen: gen, m: make(map[routeKey]*gstack.Route)}
+	if old != nil && old.gen == gen {
+		if cur := old.m[k]; cur != nil {
+			r.Release()
+			return cur
+		}
+		for ok, or := range old.m {
+			next.m[ok] = or
+		}
+	} else if old != nil {
+		releaseAll(old.m)
 	}
-	if old := c.m[k]; old != nil {
-		r.Release()
-		return old
-	}
-	c.m[k] = r
+	next.m[k] = r
+	c.snap.Store(next)
 	return r
 }
 
 func (c *routeCache) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.releaseLocked()
-	c.m = nil
+	if old := c.snap.Swap(nil); old != nil {
+		releaseAll(old.m)
+	}
 }
 
-func (c *routeCache) releaseLocked() {
-	for _, r := range c.m {
+func releaseAll(m map[routeKey]*gstack.Route) {
+	for _, r := range m {
 		r.Release()
 	}
 }
