@@ -7,10 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
-	"github.com/udptunnel/udptunnel/stack"
 )
 
 // FuzzDecap feeds arbitrary UDP payloads to a VXLAN socket with a device
@@ -19,24 +16,7 @@ import (
 // the socket with a reason, dropped by the device with a reason, or
 // delivered by the device.
 func FuzzDecap(f *testing.F) {
-	st := stack.New(stack.Options{})
-	defer st.Close()
-	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 1500)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		f.Fatal(err)
-	}
-	s, err := OpenSocket(st, SocketConfig{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	d, err := s.AddDevice(nil, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: true, MaxEntries: 64})
-	if err != nil {
-		f.Fatal(err)
-	}
+	st, s, d := voidHost(f, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: true, MaxEntries: 64})
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}

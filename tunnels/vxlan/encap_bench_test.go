@@ -25,7 +25,13 @@ const benchPayload = 1400 // inner UDP payload: a full 1500-byte inner frame
 // benchSetup returns a stack whose underlay writes into the void (a pipe
 // end with nothing attached at the other side) and a VXLAN device on it
 // with one remote.
-func benchSetup(b *testing.B) (*stack.Stack, *Socket, *Device) {
+func benchSetup(b testing.TB) (*stack.Stack, *Socket, *Device) {
+	return voidHost(b, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, ZeroChecksum: true})
+}
+
+// voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
+// and a VXLAN socket with one device configured by cfg.
+func voidHost(b testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
 	st := stack.New(stack.Options{})
 	b.Cleanup(st.Close)
 	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
@@ -40,7 +46,7 @@ func benchSetup(b *testing.B) (*stack.Stack, *Socket, *Device) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := s.AddDevice(nil, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, ZeroChecksum: true})
+	d, err := s.AddDevice(nil, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
