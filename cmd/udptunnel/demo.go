@@ -28,6 +28,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	delay := fs.Duration("delay", 0, "underlay one-way delay")
 	jitter := fs.Duration("jitter", 0, "underlay delay jitter")
 	seed := fs.Uint64("seed", 1, "seed of the impairment's randomness (runs are repeatable)")
+	gso := fs.Bool("gso", false, "segmentation and checksum offload on the wire and the tunnel devices, as a kernel veth and VXLAN run")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -48,6 +49,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	o, err := e2e.NewOverlay(e2e.OverlayConfig{
 		IPv6Underlay: *ipv6,
 		UnderlayMTU:  uint32(*mtu),
+		GSO:          *gso,
 		Impairment: memlink.Impairment{
 			Loss: *loss, Duplicate: *dup, Reorder: *reorder, Delay: *delay, Jitter: *jitter, Seed: *seed,
 		},

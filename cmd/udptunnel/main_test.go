@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestDemo(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  []string // substrings of stdout
+		wantErr  string   // substring of stderr
+	}{
+		{"ipv4 underlay", []string{"demo", "-size", "2097152", "-count", "2"}, 0,
+			[]string{"ping a -> 192.168.42.2", "ping b -> fd00:42::1", "2 sent, 2 received", "tcp  a -> 192.168.42.2: 2097152 bytes", "(match)", "a vxlan42", "b :4789", "\nOK\n"}, ""},
+		{"ipv6 underlay with gso", []string{"demo", "-ipv6", "-gso", "-size", "2097152", "-count", "1"}, 0,
+			[]string{"underlay: memlink fd00:99::1 <-> fd00:99::2", "(match)", "\nOK\n"}, ""},
+		{"impaired wire", []string{"demo", "-loss", "0.02", "-reorder", "0.02", "-size", "1048576", "-count", "3"}, 0,
+			[]string{"(match)", "\nOK\n"}, ""},
+		{"bad mtu", []string{"demo", "-mtu", "20"}, 2, nil, "MTU 20"},
+		{"bad loss", []string{"demo", "-loss", "2"}, 2, nil, "Impairment.Loss"},
+		{"stray argument", []string{"demo", "extra"}, 2, nil, `unexpected argument "extra"`},
+		{"unknown command", []string{"frobnicate"}, 2, nil, `unknown command "frobnicate"`},
+		{"no command", nil, 2, nil, "usage: udptunnel"},
+		{"version", []string{"version"}, 0, []string{"udptunnel "}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			if !strings.Contains(stderr.String(), tt.wantErr) {
+				t.Errorf("stderr lacks %q:\n%s", tt.wantErr, stderr.String())
+			}
+		})
+	}
+}
