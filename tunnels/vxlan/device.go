@@ -205,6 +205,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 		Headroom:        cfg.Headroom,
 		ChecksumOffload: cfg.ChecksumOffload,
 		GSO:             cfg.GSO,
+		OnClose:         d.detach,
 	}, (*transmitter)(d))
 	if err != nil {
 		return nil, err
@@ -219,7 +220,13 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	s.devs.Store(&next)
 	if cfg.Learning && cfg.AgeingTime > 0 {
 		d.fdb.Tick(time.Now())
-		d.ager = time.AfterFunc(ageInterval, d.age)
+		d.closeMu.Lock()
+		// The device is already visible to Stack.Close, which may have
+		// closed it meanwhile: arm the timer only on a live device.
+		if !d.closed {
+			d.ager = time.AfterFunc(ageInterval, d.age)
+		}
+		d.closeMu.Unlock()
 	}
 	return d, nil
 }
@@ -271,12 +278,12 @@ func (d *Device) age() {
 
 // Close removes the device from its socket and its stack and stops its
 // ageing timer. The socket stays open for its other devices.
-func (d *Device) Close() error {
+func (d *Device) Close() error { return d.Device.Close() }
+
+// detach runs when the stack device closes, by Close or by its stack's
+// Close: it stops the ageing timer and unbinds the VNI from the socket.
+func (d *Device) detach() {
 	d.closeMu.Lock()
-	if d.closed {
-		d.closeMu.Unlock()
-		return nil
-	}
 	d.closed = true
 	if d.ager != nil {
 		d.ager.Stop()
@@ -285,6 +292,7 @@ func (d *Device) Close() error {
 
 	s := d.sock
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	old := *s.devs.Load()
 	next := make(map[VNI]*Device, len(old))
 	for k, v := range old {
@@ -293,8 +301,6 @@ func (d *Device) Close() error {
 		}
 	}
 	s.devs.Store(&next)
-	s.mu.Unlock()
-	return d.Device.Close()
 }
 
 // errNoFDB wraps stack.ErrNoRemote for frames the FDB has no remote for.

@@ -17,6 +17,7 @@ type encap Socket
 
 var _ stack.Encap = (*encap)(nil)
 var _ stack.ErrorReceiver = (*encap)(nil)
+var _ stack.EncapCloser = (*encap)(nil)
 
 // Receive implements stack.Encap: vxlan_rcv.
 func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Verdict {
@@ -79,4 +80,14 @@ func (d *Device) sendsTo(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// CloseEncap implements stack.EncapCloser (encap_destroy): the tunnel
+// socket is closing, by Socket.Close or with its stack, so its devices go
+// too, also those living in another (inner) stack: their ageing timers stop
+// and no device is left sending through a closed socket.
+func (e *encap) CloseEncap() {
+	for _, d := range *(*Socket)(e).devs.Load() {
+		d.Close()
+	}
 }
