@@ -367,6 +367,13 @@ func (e *linkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 		n := pkt.Size()
 		if err := d.tx.Transmit(pkt); err != nil {
 			d.counters.Drop(DropReasonOf(err))
+			// skb_tunnel_check_pmtu: the outer path is smaller than the
+			// device assumed; shrink the device so that the inner stack
+			// fragments or resizes what it sends next.
+			var tb *TooBigError
+			if errors.As(err, &tb) {
+				d.UpdatePathMTU(tb.MTU)
+			}
 			continue
 		}
 		d.counters.Tx(n)

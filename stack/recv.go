@@ -11,9 +11,12 @@ package stack
 // the stack at the inner IP layer (ip_local_deliver #2).
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -93,22 +96,19 @@ func outerAddrs(pkt *PacketBuffer) (src, dst tcpip.Address) {
 }
 
 // HandleError implements stack.TransportEndpoint.HandleError: an ICMP error
-// quoting one of our outer datagrams (the kernel's encap_err_lookup and
-// err_rcv). "Fragmentation needed" and "packet too big" lower the path MTU
-// to the quoted destination; every error goes to an ErrorReceiver encap.
+// quoting one of our outer datagrams, found by its source port (the
+// kernel's __udp4_lib_err). Datagrams sent from flow-hashed source ports
+// are matched by icmpTap instead.
 func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuffer) {
 	so := (*Socket)(e)
-	so.icmpErrors.Add(1)
-	dst := quotedDst(pkt)
-	ie := ICMPError{Dst: dst}
+	ie := ICMPError{Dst: quotedDst(pkt)}
 	switch terr.Kind() {
 	case gstack.PacketTooBigTransportError:
 		ie.Kind = ICMPPacketTooBig
 		// gVisor reports the network MTU (the IP payload); a path MTU is
 		// the IP packet size.
-		ie.MTU = terr.Info() + uint32(ipHeaderLen(pkt.NetworkProtocolNumber))
-		if dst.Addr().IsValid() && terr.Info() > 0 {
-			so.pmtu.update(dst.Addr(), ie.MTU)
+		if terr.Info() > 0 {
+			ie.MTU = terr.Info() + uint32(ipHeaderLen(pkt.NetworkProtocolNumber))
 		}
 	case gstack.DestinationPortUnreachableTransportError:
 		ie.Kind = ICMPPortUnreachable
@@ -117,9 +117,115 @@ func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuff
 	default:
 		ie.Kind = ICMPOther
 	}
+	so.receiveError(ie)
+}
+
+// receiveError is err_rcv: count the error, learn a path MTU from it and
+// pass it to an ErrorReceiver encap.
+func (so *Socket) receiveError(ie ICMPError) {
+	so.icmpErrors.Add(1)
+	if ie.Kind == ICMPPacketTooBig && ie.MTU > 0 && ie.Dst.Addr().IsValid() {
+		so.pmtu.update(ie.Dst.Addr(), ie.MTU)
+	}
 	if er, ok := so.encap.(ErrorReceiver); ok {
 		er.ReceiveError(ie)
 	}
+}
+
+// icmpTap sees every ICMP and ICMPv6 packet the stack receives (as a raw
+// endpoint) and delivers "fragmentation needed" and "packet too big"
+// errors for tunnel datagrams that gVisor cannot match to a socket: a
+// tunnel sends from a flow-hashed source port, while gVisor, like a plain
+// UDP stack, looks the socket up by the quoted source port. As the
+// kernel's __udp4_lib_err_encap does, the error then goes to the tunnel
+// socket bound to the quoted destination port, since tunnel endpoints use
+// the same well-known port. Other ICMP errors for such datagrams are not
+// matched, as in the kernel.
+type icmpTap Stack
+
+// HandlePacket implements stack.RawTransportEndpoint.HandlePacket. pkt's
+// data is the ICMP message.
+func (t *icmpTap) HandlePacket(pkt *PacketBuffer) {
+	// gVisor has parsed the ICMP header into the transport header; the
+	// data is the quoted datagram.
+	icmp := pkt.TransportHeader().Slice()
+	if len(icmp) != header.ICMPv4MinimumSize { // ICMPv6's is the same size
+		return
+	}
+	data, ok := pkt.Data().PullUp(pkt.Data().Size())
+	if !ok {
+		return
+	}
+	src, dst := outerAddrs(pkt)
+	dataSum := checksum.Checksum(data, 0)
+	var (
+		mtu    uint32
+		quoted []byte
+		udp    []byte
+		qDst   netip.Addr
+	)
+	switch pkt.NetworkProtocolNumber {
+	case header.IPv4ProtocolNumber:
+		// Type 3 code 4, checksummed, quoting IPv4/UDP.
+		if len(data) < header.IPv4MinimumSize+header.UDPMinimumSize ||
+			icmp[0] != byte(header.ICMPv4DstUnreachable) || icmp[1] != byte(header.ICMPv4FragmentationNeeded) ||
+			checksum.Checksum(icmp, dataSum) != 0xffff {
+			return
+		}
+		mtu = uint32(binary.BigEndian.Uint16(icmp[6:8]))
+		quoted = data
+		ihl := int(quoted[0]&0xf) * 4
+		if quoted[0]>>4 != 4 || ihl < header.IPv4MinimumSize || len(quoted) < ihl+header.UDPMinimumSize ||
+			header.IPv4(quoted).TransportProtocol() != header.UDPProtocolNumber || mtu < 68 {
+			return
+		}
+		qDst, udp = netipAddr(header.IPv4(quoted).DestinationAddress()), quoted[ihl:]
+	case header.IPv6ProtocolNumber:
+		// Type 2, checksummed with the pseudo header, quoting IPv6/UDP
+		// (no extension headers).
+		if len(data) < header.IPv6MinimumSize+header.UDPMinimumSize || icmp[0] != byte(header.ICMPv6PacketTooBig) {
+			return
+		}
+		xsum := header.PseudoHeaderChecksum(header.ICMPv6ProtocolNumber, src, dst, uint16(len(icmp)+len(data)))
+		if checksum.Checksum(icmp, checksum.Combine(xsum, dataSum)) != 0xffff {
+			return
+		}
+		mtu = binary.BigEndian.Uint32(icmp[4:8])
+		quoted = data
+		if quoted[0]>>4 != 6 || header.IPv6(quoted).TransportProtocol() != header.UDPProtocolNumber || mtu < header.IPv6MinimumMTU {
+			return
+		}
+		qDst, udp = netipAddr(header.IPv6(quoted).DestinationAddress()), quoted[header.IPv6MinimumSize:]
+	default:
+		return
+	}
+	srcPort, dstPort := header.UDP(udp).SourcePort(), header.UDP(udp).DestinationPort()
+	if so := (*Stack)(t).tunnelSocket(srcPort, pkt.NetworkProtocolNumber); so != nil {
+		return // gVisor matched it by source port: HandleError has it
+	}
+	if so := (*Stack)(t).tunnelSocket(dstPort, pkt.NetworkProtocolNumber); so != nil {
+		so.receiveError(ICMPError{Kind: ICMPPacketTooBig, Dst: netip.AddrPortFrom(qDst, dstPort), MTU: mtu})
+	}
+}
+
+// tunnelSocket returns an open tunnel socket of s bound to port for proto.
+// ICMP errors are rare; a scan under the lock is enough.
+func (s *Stack) tunnelSocket(port uint16, proto tcpip.NetworkProtocolNumber) *Socket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for so := range s.sockets {
+		if so.id.LocalPort == port && slices.Contains(so.netProtos, proto) {
+			return so
+		}
+	}
+	return nil
+}
+
+// registerICMPTap makes icmpTap see the stack's ICMP traffic; Stack calls
+// it once, when the first tunnel socket opens.
+func (s *Stack) registerICMPTap() {
+	s.gs.RegisterRawTransportEndpoint(header.IPv4ProtocolNumber, header.ICMPv4ProtocolNumber, (*icmpTap)(s))
+	s.gs.RegisterRawTransportEndpoint(header.IPv6ProtocolNumber, header.ICMPv6ProtocolNumber, (*icmpTap)(s))
 }
 
 // quotedDst returns the destination of the datagram an ICMP error quotes.

@@ -246,6 +246,7 @@ func (s *Stack) OpenTunnelSocket(cfg SocketConfig, encap Encap) (*Socket, error)
 		s.gs.PortManager.ReleasePort(so.res)
 		return nil, fmt.Errorf("register port %d: %w", port, tcpipErr(terr))
 	}
+	s.icmpTapOnce.Do(s.registerICMPTap)
 	s.mu.Lock()
 	s.sockets[so] = struct{}{}
 	s.mu.Unlock()

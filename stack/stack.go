@@ -59,6 +59,8 @@ type Stack struct {
 	// (the kernel's inet_protos table), indexed by protocol number.
 	ipProtos [256]atomic.Pointer[ipProtoEntry]
 
+	icmpTapOnce sync.Once
+
 	mu      sync.Mutex
 	sockets map[*Socket]struct{}
 	devices map[*Device]struct{}
