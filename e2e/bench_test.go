@@ -66,7 +66,7 @@ func benchTCP(b *testing.B, cfg e2e.OverlayConfig) {
 	b.SetBytes(chunk)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tx0 := o.A.Wire.Stats().TxPackets
+	tx0 := o.A.Wire.Stats().TxPackets // after the handshake, so nearly all data
 	b.ResetTimer()
 	res, err := e2e.TransferTCP(ctx, o.A.Stack, o.B.Stack, netip.AddrPortFrom(o.B.Inner4, 5001), size, crc32c)
 	b.StopTimer()
@@ -74,6 +74,12 @@ func benchTCP(b *testing.B, cfg e2e.OverlayConfig) {
 		b.Fatal(err)
 	}
 	pkts := o.A.Wire.Stats().TxPackets - tx0
+	var drops uint64
+	for _, h := range o.Hosts() {
+		d := h.Wire.Stats().Dropped
+		drops += d.Loss + d.TooBig + d.QueueFull + d.LinkDown + d.NotAttached + d.Malformed
+	}
+	b.ReportMetric(float64(drops), "wire-drops")
 	b.ReportMetric(res.Gbps(), "Gbit/s")
 	b.ReportMetric(float64(pkts)/res.Duration.Seconds(), "pkts/s")
 	b.ReportMetric(float64(res.Duration.Nanoseconds())/float64(pkts), "ns/pkt")
