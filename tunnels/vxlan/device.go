@@ -19,9 +19,10 @@ type SocketConfig struct {
 	Local netip.AddrPort
 	// NIC, when non-zero, binds the socket to one underlay NIC.
 	NIC stack.NICID
-	// Checksum is the outer UDP checksum policy. The kernel's defaults
-	// are: no checksum on IPv4 transmit unless "udpcsum"; IPv6 checksums
-	// unless "udp6zerocsumtx"/"udp6zerocsumrx".
+	// Checksum is the outer UDP checksum policy; the zero value computes
+	// and verifies checksums, as the kernel's VXLAN does by default
+	// ("udpcsum"; `ip -d link show` on Linux 6.18 with iproute2 6.1).
+	// Devices can still send without one (Config.ZeroChecksum).
 	Checksum stack.ChecksumPolicy
 }
 
