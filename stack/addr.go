@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"fmt"
 	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -48,8 +49,19 @@ func fullAddr(ap netip.AddrPort, nic tcpip.NICID) tcpip.FullAddress {
 }
 
 func subnet(p netip.Prefix) (tcpip.Subnet, error) {
+	if p.Addr().Is4In6() {
+		// An IPv4-mapped prefix is an IPv4 prefix: ::ffff:10.0.0.0/104
+		// is 10.0.0.0/8.
+		if p.Bits() < 96 {
+			return tcpip.Subnet{}, fmt.Errorf("prefix %v: %w: an IPv4-mapped prefix needs at least 96 bits", p, ErrInvalid)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
 	p = p.Masked()
 	a := tcpipAddr(p.Addr())
+	if p.Bits() < 0 || p.Bits() > 8*a.Len() {
+		return tcpip.Subnet{}, fmt.Errorf("prefix %v: %w", p, ErrInvalid)
+	}
 	mask := make([]byte, a.Len())
 	for i := 0; i < p.Bits(); i++ {
 		mask[i/8] |= 0x80 >> (i % 8)

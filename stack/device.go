@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -106,6 +107,12 @@ type Device struct {
 	closed atomic.Bool
 	once   sync.Once
 
+	// baseMTU is the MTU configured or derived at creation; a learned path
+	// MTU lowers mtu below it until pmtuTimer restores it.
+	baseMTU   uint32
+	pmtuMu    sync.Mutex
+	pmtuTimer *time.Timer
+
 	counters Counters
 }
 
@@ -161,6 +168,7 @@ func NewDevice(st *Stack, cfg DeviceConfig, tx Transmitter) (*Device, error) {
 		return nil, fmt.Errorf("device %s MTU %d: %w: outside 68..65535", cfg.Name, mtu, ErrInvalid)
 	}
 	d.mtu.Store(mtu)
+	d.baseMTU = mtu
 
 	var ep LinkEndpoint = (*linkEndpoint)(d)
 	if cfg.Layer == L2 {
@@ -228,25 +236,46 @@ func (d *Device) InnerMTU() uint32 { return d.mtu.Load() }
 func (d *Device) Counters() *Counters { return &d.counters }
 
 // UpdatePathMTU lowers the device MTU to fit an outer path MTU learned
-// from ICMP, when the MTU was derived rather than configured (the
-// kernel's tunnel PMTU update). It never raises the MTU.
+// from ICMP or from a DF packet refused, when the MTU was derived rather
+// than configured (the kernel's tunnel PMTU update). It never raises the
+// MTU, never lowers it below 1280 if it was at least that (inner IPv6
+// needs that much; larger inner packets are then fragmented outside, or
+// dropped with DF) nor below 68, and restores
+// the derived MTU when the learned path MTU expires, after PathMTUExpiry
+// without a further update, as the kernel's learned PMTUs do.
 func (d *Device) UpdatePathMTU(pathMTU uint32) {
 	if d.cfg.MTU != 0 {
 		return
 	}
 	inner := int(pathMTU) - d.ipHdr - d.cfg.EncapLen - d.l2Len()
-	if inner < 68 {
-		inner = 68
+	floor := 68
+	if d.baseMTU >= 1280 {
+		floor = 1280
 	}
-	for {
-		cur := d.mtu.Load()
-		if uint32(inner) >= cur {
-			return
-		}
-		if d.mtu.CompareAndSwap(cur, uint32(inner)) {
-			d.st.log.Info("tunnel device path MTU", "name", d.cfg.Name, "path_mtu", pathMTU, "mtu", inner)
-			return
-		}
+	inner = max(inner, floor)
+	d.pmtuMu.Lock()
+	defer d.pmtuMu.Unlock()
+	if d.closed.Load() || uint32(inner) >= d.mtu.Load() {
+		return
+	}
+	d.mtu.Store(uint32(inner))
+	d.st.log.Info("tunnel device path MTU", "name", d.cfg.Name, "path_mtu", pathMTU, "mtu", inner)
+	if d.pmtuTimer == nil {
+		d.pmtuTimer = time.AfterFunc(PathMTUExpiry, d.expirePathMTU)
+	} else {
+		d.pmtuTimer.Reset(PathMTUExpiry)
+	}
+}
+
+// PathMTUExpiry is how long a path MTU learned by a device holds (the
+// kernel's ip_rt_mtu_expires).
+const PathMTUExpiry = 10 * time.Minute
+
+func (d *Device) expirePathMTU() {
+	d.pmtuMu.Lock()
+	defer d.pmtuMu.Unlock()
+	if !d.closed.Load() {
+		d.mtu.Store(d.baseMTU)
 	}
 }
 
@@ -254,7 +283,12 @@ func (d *Device) UpdatePathMTU(pathMTU uint32) {
 func (d *Device) Close() error {
 	var err error
 	d.once.Do(func() {
+		d.pmtuMu.Lock()
 		d.closed.Store(true)
+		if d.pmtuTimer != nil {
+			d.pmtuTimer.Stop()
+		}
+		d.pmtuMu.Unlock()
 		if d.cfg.OnClose != nil {
 			d.cfg.OnClose()
 		}
@@ -386,10 +420,20 @@ func (e *linkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 func (e *linkEndpoint) MTU() uint32 { return e.mtu.Load() + uint32((*Device)(e).l2Len()) }
 
 // SetMTU implements stack.LinkEndpoint.SetMTU.
+//
+// The value is the inner IP MTU for both layers: gVisor's Ethernet wrapper
+// passes SetMTU through unchanged (it subtracts its header only when it
+// reads MTU). Values outside 68..65535 are ignored; a set MTU replaces the
+// derived one as the MTU that path MTU expiry restores.
 func (e *linkEndpoint) SetMTU(mtu uint32) {
-	if l := uint32((*Device)(e).l2Len()); mtu > l {
-		e.mtu.Store(mtu - l)
+	if mtu < 68 || mtu > 65535 {
+		return
 	}
+	d := (*Device)(e)
+	d.pmtuMu.Lock()
+	defer d.pmtuMu.Unlock()
+	d.baseMTU = mtu
+	d.mtu.Store(mtu)
 }
 
 // MaxHeaderLength implements stack.LinkEndpoint.MaxHeaderLength: the

@@ -249,19 +249,27 @@ func TestDeviceUpdatePathMTU(t *testing.T) {
 			name:    "L3 derived",
 			cfg:     stack.DeviceConfig{Layer: stack.L3, EncapLen: 16},
 			updates: []uint32{1400, 1450, 1500, 1300, 1300},
-			want:    []uint32{1364, 1364, 1364, 1264, 1264},
+			want:    []uint32{1364, 1364, 1364, 1280, 1280},
 		},
 		{
 			name:    "L2 ipv6 derived",
 			cfg:     stack.DeviceConfig{Layer: stack.L2, EncapLen: 16, OuterIPv6: true},
-			updates: []uint32{1280, 9000},
-			want:    []uint32{1280 - 40 - 16 - 14, 1280 - 40 - 16 - 14},
+			updates: []uint32{1400, 1280, 9000},
+			want:    []uint32{1400 - 40 - 16 - 14, 1280, 1280},
 		},
 		{
-			name:    "never below 68",
+			// A forged or broken ICMP error must not take inner IPv6
+			// (minimum MTU 1280) down with it.
+			name:    "never below 1280",
 			cfg:     stack.DeviceConfig{Layer: stack.L3, EncapLen: 16},
 			updates: []uint32{100, 0},
-			want:    []uint32{68, 68},
+			want:    []uint32{1280, 1280},
+		},
+		{
+			name:    "nor below a smaller derived MTU",
+			cfg:     stack.DeviceConfig{Layer: stack.L3, EncapLen: 16, UnderlayMTU: 1000},
+			updates: []uint32{900, 100},
+			want:    []uint32{864, 68},
 		},
 		{
 			name:    "configured MTU ignores path MTU",

@@ -117,14 +117,35 @@ func (e *socketEndpoint) HandleError(terr gstack.TransportError, pkt *PacketBuff
 	default:
 		ie.Kind = ICMPOther
 	}
-	so.receiveError(ie)
+	var quoted []byte
+	if b, ok := pkt.Data().PullUp(pkt.Data().Size()); ok && len(b) > header.UDPMinimumSize {
+		quoted = b[header.UDPMinimumSize:]
+	}
+	so.receiveError(ie, quoted)
 }
 
-// receiveError is err_rcv: count the error, learn a path MTU from it and
-// pass it to an ErrorReceiver encap.
-func (so *Socket) receiveError(ie ICMPError) {
+// Path MTUs below these are raised to them, as the kernel does (IPv4's
+// ip_rt_min_pmtu; IPv6's minimum link MTU, RFC 8201): an ICMP error, true
+// or forged, cannot shrink a path further.
+const (
+	minPathMTU4 = 552
+	minPathMTU6 = header.IPv6MinimumMTU
+)
+
+// receiveError is err_rcv: check that the quoted datagram is the encap's
+// (encap_err_lookup), count the error, learn a path MTU from it and pass it
+// to an ErrorReceiver encap. quoted is the UDP payload the error quotes.
+func (so *Socket) receiveError(ie ICMPError, quoted []byte) {
+	if el, ok := so.encap.(ErrorLookup); ok && !el.LookupError(quoted) {
+		return
+	}
 	so.icmpErrors.Add(1)
 	if ie.Kind == ICMPPacketTooBig && ie.MTU > 0 && ie.Dst.Addr().IsValid() {
+		if min := uint32(minPathMTU4); ie.Dst.Addr().Is6() && !ie.Dst.Addr().Is4In6() {
+			ie.MTU = max(ie.MTU, minPathMTU6)
+		} else {
+			ie.MTU = max(ie.MTU, min)
+		}
 		so.pmtu.update(ie.Dst.Addr(), ie.MTU)
 	}
 	if er, ok := so.encap.(ErrorReceiver); ok {
@@ -204,7 +225,7 @@ func (t *icmpTap) HandlePacket(pkt *PacketBuffer) {
 		return // gVisor matched it by source port: HandleError has it
 	}
 	if so := (*Stack)(t).tunnelSocket(dstPort, pkt.NetworkProtocolNumber); so != nil {
-		so.receiveError(ICMPError{Kind: ICMPPacketTooBig, Dst: netip.AddrPortFrom(qDst, dstPort), MTU: mtu})
+		so.receiveError(ICMPError{Kind: ICMPPacketTooBig, Dst: netip.AddrPortFrom(qDst, dstPort), MTU: mtu}, udp[header.UDPMinimumSize:])
 	}
 }
 

@@ -69,6 +69,15 @@ type ErrorReceiver interface {
 	ReceiveError(e ICMPError)
 }
 
+// ErrorLookup is implemented by an Encap that can tell whether the
+// datagram an ICMP error quotes is one of its own (the kernel's
+// encap_err_lookup): quoted is the quoted UDP payload, often truncated by
+// the router. Errors it rejects are ignored, so that a forged ICMP message
+// must at least name a tunnel that exists.
+type ErrorLookup interface {
+	LookupError(quoted []byte) bool
+}
+
 // EncapCloser is implemented by an Encap that must release resources when
 // its socket is closed (the kernel's encap_destroy).
 type EncapCloser interface {

@@ -209,6 +209,12 @@ func (s *Stack) AddAddress(nic NICID, p netip.Prefix) error {
 	if !p.IsValid() {
 		return fmt.Errorf("address %v: %w", p, ErrInvalid)
 	}
+	if p.Addr().Is4In6() {
+		if p.Bits() < 96 {
+			return fmt.Errorf("address %v: %w: an IPv4-mapped prefix needs at least 96 bits", p, ErrInvalid)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
 	pa := tcpip.ProtocolAddress{
 		Protocol: netProto(p.Addr()),
 		AddressWithPrefix: tcpip.AddressWithPrefix{

@@ -151,11 +151,13 @@ func (e *Endpoint) MTU() uint32 {
 	return mtu
 }
 
-// SetMTU implements stack.LinkEndpoint.SetMTU. Like MTU, it counts the
-// Ethernet header for an Ethernet endpoint.
+// SetMTU implements stack.LinkEndpoint.SetMTU. The value is the
+// network-layer MTU in both modes: gVisor's Ethernet wrapper passes SetMTU
+// through unchanged and subtracts its header only when it reads MTU.
+// Values outside 68..65535 are ignored.
 func (e *Endpoint) SetMTU(mtu uint32) {
-	if e.ethernet {
-		mtu = max(mtu, header.EthernetMinimumSize) - header.EthernetMinimumSize
+	if mtu < minMTU || mtu > maxMTU {
+		return
 	}
 	e.mtu.Store(mtu)
 }

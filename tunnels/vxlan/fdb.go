@@ -620,6 +620,23 @@ func (f *FDB) Entries() []Entry {
 	return out
 }
 
+// HasRemote reports whether any entry sends to addr. It reads the table
+// without copying it (for the rare ICMP error, not per packet).
+func (f *FDB) HasRemote(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	found := false
+	f.entries.Range(func(_, v any) bool {
+		for _, r := range v.(*fdbEntry).remotes {
+			if r.Addr == addr {
+				found = true
+				return false
+			}
+		}
+		return true
+	})
+	return found
+}
+
 // Len returns the number of entries, the kernel's addrcnt.
 func (f *FDB) Len() int {
 	return int(f.count.Load())

@@ -59,8 +59,9 @@ func TestDerivedMTU(t *testing.T) {
 	}
 }
 
-// TestUpdatePathMTU: a path MTU lowers a derived device MTU (never below 68,
-// never up) and leaves a configured one alone; TCP then still gets through.
+// TestUpdatePathMTU: a path MTU lowers a derived device MTU (never below
+// 1280 when it started above, never up) and leaves a configured one alone;
+// TCP then still gets through.
 func TestUpdatePathMTU(t *testing.T) {
 	hs := pair(t, topo{outer4: true}, func(i int, c *vxlan.Config) {
 		if i == 1 {
@@ -98,17 +99,24 @@ func TestUpdatePathMTU(t *testing.T) {
 	h := bareHost(t)
 	d := h.addDevice(t, vxlan.Config{VNI: 7, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.1")}})
 	d.UpdatePathMTU(60)
-	if got := d.InnerMTU(); got != 68 {
-		t.Errorf("after UpdatePathMTU(60): InnerMTU() = %d, want the IPv4 minimum 68", got)
+	if got := d.InnerMTU(); got != 1280 {
+		t.Errorf("after UpdatePathMTU(60): InnerMTU() = %d, want the IPv6 minimum 1280", got)
 	}
 }
 
 // icmpTooBig returns the ICMP error a router on the path sends for the
 // outer packet orig: IPv4 "fragmentation needed" or IPv6 "packet too big",
-// quoting orig's IP header and its UDP header.
+// quoting the start of orig as a Linux router does (its IP, UDP and VXLAN
+// headers and some of the inner frame), which the VXLAN socket needs to
+// match the error to a device, as vxlan_err_lookup does.
 func icmpTooBig(router netip.Addr, orig []byte, mtu uint32) (tcpip.NetworkProtocolNumber, []byte) {
+	return icmpTooBigQuoting(router, orig, mtu, 64)
+}
+
+// icmpTooBigQuoting is icmpTooBig quoting n bytes beyond orig's IP header.
+func icmpTooBigQuoting(router netip.Addr, orig []byte, mtu uint32, n int) (tcpip.NetworkProtocolNumber, []byte) {
 	if router.Is4() {
-		quoted := orig[:header.IPv4(orig).HeaderLength()+header.UDPMinimumSize]
+		quoted := orig[:int(header.IPv4(orig).HeaderLength())+n]
 		b := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(quoted))
 		ip := header.IPv4(b)
 		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
@@ -122,7 +130,7 @@ func icmpTooBig(router netip.Addr, orig []byte, mtu uint32) (tcpip.NetworkProtoc
 		ic.SetChecksum(^checksum.Checksum(ic, 0))
 		return header.IPv4ProtocolNumber, b
 	}
-	quoted := orig[:header.IPv6MinimumSize+header.UDPMinimumSize]
+	quoted := orig[:header.IPv6MinimumSize+n]
 	icmpLen := header.ICMPv6PacketTooBigMinimumSize + len(quoted)
 	b := make([]byte, header.IPv6MinimumSize+icmpLen)
 	src, dst := tcpip.AddrFrom16(router.As16()), header.IPv6(orig).SourceAddress()
@@ -193,6 +201,20 @@ func TestPathMTUFromICMP(t *testing.T) {
 			if got := h.sock.Tunnel().ICMPErrors(); got != before || h.dev.InnerMTU() != mtuBefore {
 				t.Fatalf("a forged ICMP error was taken: ICMP errors %d -> %d, device MTU %d", before, got, h.dev.InnerMTU())
 			}
+			// An error quoting only the UDP header (RFC 792's minimum)
+			// cannot be matched to a device, as in the kernel: ignored.
+			h.inject(icmpTooBigQuoting(tc.router, outer, 1400, header.UDPMinimumSize))
+			// Nor can one quoting a VNI this socket has no device for.
+			otherVNI := append([]byte(nil), outer...)
+			ipLen := header.IPv4MinimumSize
+			if tc.v6 {
+				ipLen = header.IPv6MinimumSize
+			}
+			vxlan.Header(otherVNI[ipLen+header.UDPMinimumSize:]).SetVNI(4242)
+			h.inject(icmpTooBig(tc.router, otherVNI, 1400))
+			if got := h.sock.Tunnel().ICMPErrors(); got != before || h.dev.InnerMTU() != mtuBefore {
+				t.Fatalf("an ICMP error that names no device of ours was taken: ICMP errors %d -> %d, device MTU %d", before, got, h.dev.InnerMTU())
+			}
 			h.inject(icmpTooBig(tc.router, outer, 1400))
 			gotErrs := h.sock.Tunnel().ICMPErrors() - before
 			gotMTU, gotPMTU := h.dev.InnerMTU(), h.sock.Tunnel().PathMTU(remote)
@@ -202,6 +224,20 @@ func TestPathMTUFromICMP(t *testing.T) {
 			}
 			if got := nicMTU(t, h.st, h.dev.NIC()); got != gotMTU {
 				t.Errorf("inner NIC MTU %d, device InnerMTU %d", got, gotMTU)
+			}
+			// An absurd MTU: IPv4's is raised to the minimum path MTU
+			// (552), and the device keeps 1280 for inner IPv6; an ICMPv6
+			// error below IPv6's minimum MTU is ignored (RFC 8201).
+			h.inject(icmpTooBig(tc.router, outer, 100))
+			wantPMTU, wantDev := uint32(552), uint32(1280)
+			if tc.v6 {
+				wantPMTU, wantDev = 1400, tc.wantMTU
+			}
+			if got := h.sock.Tunnel().PathMTU(remote); got != wantPMTU {
+				t.Errorf("after an ICMP error with MTU 100: socket PathMTU %d, want %d", got, wantPMTU)
+			}
+			if got := h.dev.InnerMTU(); got != wantDev {
+				t.Errorf("after an ICMP error with MTU 100: device MTU %d, want %d", got, wantDev)
 			}
 		})
 	}

@@ -17,6 +17,7 @@ type encap Socket
 
 var _ stack.Encap = (*encap)(nil)
 var _ stack.ErrorReceiver = (*encap)(nil)
+var _ stack.ErrorLookup = (*encap)(nil)
 var _ stack.EncapCloser = (*encap)(nil)
 
 // Receive implements stack.Encap: vxlan_rcv.
@@ -70,17 +71,16 @@ func (e *encap) ReceiveError(ie stack.ICMPError) {
 	}
 }
 
-// sendsTo reports whether any FDB entry of d points at addr.
-func (d *Device) sendsTo(addr netip.Addr) bool {
-	for _, en := range d.fdb.Entries() {
-		for _, r := range en.Remotes {
-			if r.Addr == addr {
-				return true
-			}
-		}
-	}
-	return false
+// LookupError implements stack.ErrorLookup (vxlan_err_lookup): an ICMP
+// error counts only if it quotes a whole VXLAN header whose VNI has a
+// device on this socket.
+func (e *encap) LookupError(quoted []byte) bool {
+	h, err := Parse(quoted)
+	return err == nil && (*(*Socket)(e).devs.Load())[h.VNI()] != nil
 }
+
+// sendsTo reports whether any FDB entry of d points at addr.
+func (d *Device) sendsTo(addr netip.Addr) bool { return d.fdb.HasRemote(addr) }
 
 // CloseEncap implements stack.EncapCloser (encap_destroy): the tunnel
 // socket is closing, by Socket.Close or with its stack, so its devices go
