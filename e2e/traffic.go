@@ -128,9 +128,9 @@ func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrP
 			return
 		}
 		defer c.Close()
-		if dl, ok := ctx.Deadline(); ok {
-			c.SetDeadline(dl)
-		}
+		// Cancellation, not only a deadline, must unblock the copy.
+		stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
 		h := newHash()
 		n, err := io.Copy(h, c)
 		done <- rcv{sum: h.Sum(nil), n: n, err: err}
@@ -141,9 +141,8 @@ func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrP
 	if err != nil {
 		return TransferResult{}, fmt.Errorf("dial %v: %w", dstAddr, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	sent := newHash()
 	w := io.MultiWriter(c, sent)
 	_, err = io.CopyBuffer(w, io.LimitReader(newPatternReader(uint64(size)), size), make([]byte, 256<<10))

@@ -143,8 +143,14 @@ func NewDevice(st *Stack, cfg DeviceConfig, tx Transmitter) (*Device, error) {
 	if cfg.GSO && !cfg.ChecksumOffload {
 		return nil, fmt.Errorf("device %s GSO: %w: needs ChecksumOffload", cfg.Name, ErrInvalid)
 	}
-	if cfg.Headroom < 0 {
-		return nil, fmt.Errorf("device %s headroom %d: %w", cfg.Name, cfg.Headroom, ErrInvalid)
+	if cfg.Headroom < 0 || cfg.Headroom > 4096 {
+		return nil, fmt.Errorf("device %s headroom %d: %w: outside 0..4096", cfg.Name, cfg.Headroom, ErrInvalid)
+	}
+	if cfg.EncapLen > 1024 {
+		return nil, fmt.Errorf("device %s encapsulation length %d: %w: above 1024", cfg.Name, cfg.EncapLen, ErrInvalid)
+	}
+	if cfg.UnderlayMTU != 0 && (cfg.UnderlayMTU < 68 || cfg.UnderlayMTU > 65535) {
+		return nil, fmt.Errorf("device %s underlay MTU %d: %w: outside 68..65535", cfg.Name, cfg.UnderlayMTU, ErrInvalid)
 	}
 	if cfg.Headroom == 0 {
 		cfg.Headroom = DefaultOuterHeadroom

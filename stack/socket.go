@@ -375,11 +375,14 @@ func (so *Socket) PathMTU(dst netip.Addr) uint32 { return so.pmtu.get(dst) }
 // writers copy it (a socket talks to few remotes). Entries are dropped when
 // the stack's route generation changes. As with the kernel's RCU-freed dst
 // entries, a writer may still use a route that a concurrent flush has just
-// released: gVisor then fails that one write (counted as DropWriteError),
-// it never crashes.
+// released; its fields stay valid (Release only drops the local address
+// reference), so that one write goes out or fails like any other. The flush
+// at Close is final: a route an Xmit looks up afterwards is used once and
+// released, never cached.
 type routeCache struct {
-	snap atomic.Pointer[routeSnapshot]
-	mu   sync.Mutex // serializes writers
+	snap   atomic.Pointer[routeSnapshot]
+	mu     sync.Mutex // serializes writers
+	closed bool       // flushed for good: routes put now are released
 }
 
 type routeSnapshot struct {
@@ -403,6 +406,11 @@ func (c *routeCache) get(gen uint64, k routeKey) *gstack.Route {
 func (c *routeCache) put(gen uint64, k routeKey, r *gstack.Route) *gstack.Route {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		// An Xmit racing Close: use the route once, keep nothing.
+		r.Release()
+		return r
+	}
 	old := c.snap.Load()
 	next := &routeSnapshot{gen: gen, m: make(map[routeKey]*gstack.Route)}
 	if old != nil && old.gen == gen {
@@ -424,6 +432,7 @@ func (c *routeCache) put(gen uint64, k routeKey, r *gstack.Route) *gstack.Route 
 func (c *routeCache) flush() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	if old := c.snap.Swap(nil); old != nil {
 		releaseAll(old.m)
 	}

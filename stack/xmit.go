@@ -285,6 +285,8 @@ func withHeadroom(pkt *PacketBuffer, need int) *PacketBuffer {
 	copy(out.TransportHeader().Push(len(th)), th)
 	out.TransportProtocolNumber = pkt.TransportProtocolNumber
 	out.Mark = pkt.Mark
+	out.GSOOptions = pkt.GSOOptions
+	out.Hash = pkt.Hash
 	return out
 }
 

@@ -41,6 +41,12 @@ func TestConfigErrors(t *testing.T) {
 		{name: "short MAC", cfg: vxlan.Config{VNI: 7, MAC: net.HardwareAddr{2, 0, 0}}, err: stack.ErrInvalid, field: "MAC"},
 		{name: "MTU below 68", cfg: vxlan.Config{VNI: 7, MTU: 67}, err: stack.ErrInvalid, field: "MTU"},
 		{name: "underlay MTU too small", cfg: vxlan.Config{VNI: 7, UnderlayMTU: 100}, err: stack.ErrInvalid, field: "underlay MTU"},
+		{name: "source port range from 0", cfg: vxlan.Config{VNI: 7, SrcPortMin: 0, SrcPortMax: 2}, err: stack.ErrInvalid, field: "srcport 0-2"},
+		{name: "headroom too large", cfg: vxlan.Config{VNI: 7, Headroom: 65530}, err: stack.ErrInvalid, field: "headroom 65530"},
+		{name: "underlay MTU too large", cfg: vxlan.Config{VNI: 7, UnderlayMTU: 70000}, err: stack.ErrInvalid, field: "underlay MTU 70000"},
+		{name: "DF with GSO", cfg: vxlan.Config{VNI: 7, DF: true, GSO: true, ChecksumOffload: true}, err: stack.ErrInvalid, field: "df with gso"},
+		{name: "DF with an IPv6 remote", cfg: vxlan.Config{VNI: 7, DF: true, Remotes: []netip.Addr{v6}}, err: stack.ErrInvalid, field: "df with remotes[0]"},
+		{name: "GSO without checksum offload", cfg: vxlan.Config{VNI: 7, GSO: true}, err: stack.ErrInvalid, field: "GSO"},
 		{name: "duplicate VNI on the socket", cfg: vxlan.Config{VNI: 42}, err: stack.ErrExists, field: "vni 42"},
 		{name: "NIC name taken", cfg: vxlan.Config{Name: "underlay", VNI: 7}, err: stack.ErrExists, field: `"underlay"`},
 	} {

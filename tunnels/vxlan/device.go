@@ -142,11 +142,19 @@ type Device struct {
 	fdb  *FDB
 	v6   bool // outer family
 	mac  MAC
+	// nic is the device's NIC, for Transmit's loop check: set once the
+	// stack device exists, since the NIC can carry packets a moment before
+	// the embedded *stack.Device is assigned.
+	nic atomic.Uint32
 
 	ager    *time.Timer
 	closeMu sync.Mutex
 	closed  bool
 }
+
+// maxHeadroom bounds Config.Headroom: the device's MaxHeaderLength must fit
+// gVisor's uint16 with room to spare.
+const maxHeadroom = 4096
 
 // ageInterval is how often learned entries are scanned for expiry, the
 // kernel's FDB_AGE_INTERVAL.
@@ -213,6 +221,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	}
 	d.Device = dev
 	copy(d.mac[:], dev.MAC())
+	d.nic.Store(uint32(dev.NIC()))
 	next := make(map[VNI]*Device, len(old)+1)
 	for k, v := range old {
 		next[k] = v
@@ -242,10 +251,18 @@ func (c *Config) validate() error {
 		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
 	case c.MaxEntries < 0:
 		return fmt.Errorf("max entries %d: %w", c.MaxEntries, stack.ErrInvalid)
-	case c.Headroom < 0:
-		return fmt.Errorf("headroom %d: %w", c.Headroom, stack.ErrInvalid)
-	case c.DF && c.Local.Is6():
+	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
+		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case c.Headroom < 0 || c.Headroom > maxHeadroom:
+		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
+	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
+		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case c.DF && c.Local.Is6() && !c.Local.Is4In6():
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
+	case c.DF && c.GSO:
+		// A GSO super-packet may only be split by the underlay; with DF
+		// and an underlay that cannot, every one would be refused.
+		return fmt.Errorf("df with gso: %w: choose one (GSO packets are never fragmented by DF rules)", stack.ErrInvalid)
 	}
 	for i, r := range c.Remotes {
 		if !r.IsValid() || r.IsUnspecified() {
@@ -253,6 +270,9 @@ func (c *Config) validate() error {
 		}
 		if c.Local.IsValid() && (r.Unmap().Is4() != c.Local.Unmap().Is4()) {
 			return fmt.Errorf("remotes[%d] %v: %w: address family differs from local %v", i, r, stack.ErrInvalid, c.Local)
+		}
+		if c.DF && !r.Unmap().Is4() {
+			return fmt.Errorf("df with remotes[%d] %v: %w: IPv6 has no don't-fragment bit", i, r, stack.ErrInvalid)
 		}
 	}
 	return nil

@@ -42,11 +42,21 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Ve
 	if d.cfg.Learning {
 		var srcMAC MAC
 		copy(srcMAC[:], h.Payload()[6:12])
-		// vxlan_snoop; our own MAC coming back is a loop that Deliver
-		// drops, and must not be learned first.
-		if srcMAC != d.mac && d.fdb.Learn(srcMAC, Remote{Addr: src.Addr()}) == LearnStaticConflict {
-			// A static entry says the MAC lives elsewhere: the kernel
-			// drops the frame rather than let it move.
+		switch {
+		case srcMAC.IsMulticast() || srcMAC.IsZero():
+			// vxlan_set_mac: in learning mode a frame from an invalid
+			// source address is dropped, so that it is never learned.
+			d.Counters().Drop(stack.DropPolicy)
+			return stack.Consumed
+		case srcMAC == d.mac:
+			// Our own frame back: a loop, which Deliver counts; it must
+			// not be learned first.
+		case src.Addr().Unmap().Is4() == d.v6:
+			// The socket serves both families; the device's remotes
+			// are of its own (the kernel's sockets are per family).
+		case d.fdb.Learn(srcMAC, Remote{Addr: src.Addr()}) == LearnStaticConflict:
+			// vxlan_snoop: a static entry says the MAC lives elsewhere;
+			// the frame is dropped rather than let it move.
 			d.Counters().Drop(stack.DropPolicy)
 			return stack.Consumed
 		}

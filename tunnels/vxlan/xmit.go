@@ -33,7 +33,7 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 		TTL:        d.cfg.TTL,
 		DF:         d.cfg.DF,
 		NoChecksum: d.cfg.ZeroChecksum,
-		Device:     d.NIC(),
+		Device:     stack.NICID(d.nic.Load()),
 	}
 	if d.cfg.TOSInherit {
 		p.TOS = innerTOS(pkt)
