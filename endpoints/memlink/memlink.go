@@ -33,6 +33,7 @@
 package memlink
 
 import (
+	"gvisor.dev/gvisor/pkg/buffer"
 	"sync"
 	"sync/atomic"
 
@@ -367,16 +368,34 @@ type fanout struct {
 // link/veth: a queued packet outlives the write, and gVisor writes some
 // headers through plain slices that copy-on-write does not see, so copies
 // must share no bytes with each other or with the writer's packet.
+//
+// Either way the first headerSplit bytes get a chunk of their own, as a NIC
+// with header split gives: gVisor's IP layer holds a view of the header
+// chunk while it delivers a packet, so that every later header read, which
+// goes through Buffer.PullUp, copies the chunk it touches. With the headers
+// apart that copy is of a few hundred bytes, not of the whole packet; the
+// payload is only ever read.
 func (e *Endpoint) clone(pkt *stack.PacketBuffer, f *fanout) *stack.PacketBuffer {
 	f.left--
 	payload := pkt.ToBuffer()
+	n := min(headerSplit, int(payload.Size()))
+	hdr := buffer.NewView(n)
+	payload.SubApply(0, n, func(v *buffer.View) { hdr.Write(v.AsSlice()) })
+	payload.TrimFront(int64(n))
 	if !e.sync || f.left > 0 {
 		deep := payload.DeepClone()
 		payload.Release()
 		payload = deep
 	}
-	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	out := buffer.MakeWithView(hdr)
+	out.Merge(&payload)
+	return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: out})
 }
+
+// headerSplit is how many leading bytes of a delivered packet get their own
+// chunk: room for Ethernet, IPv6 with options, UDP and a tunnel header, or
+// an inner Ethernet, IP and TCP header with options.
+const headerSplit = 256
 
 // receive takes delivery of v.copies copies of pkt, which was written to the
 // other side of the wire.
