@@ -81,7 +81,12 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 	if cfg.GSO {
 		cfg.ChecksumOffload = true
 	}
-	wa, wb, err := memlink.NewPair(memlink.Options{MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload, GSO: cfg.GSO, Sync: cfg.SyncWire})
+	wa, wb, err := memlink.NewPair(memlink.Options{
+		MTU: cfg.UnderlayMTU, Impairment: cfg.Impairment, ChecksumOffload: cfg.ChecksumOffload, GSO: cfg.GSO, Sync: cfg.SyncWire,
+		// Deep enough for a full 4 MiB TCP window of 1500-byte packets,
+		// so that a transfer measures the path, not tail drops.
+		QueueLen: 4096,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("underlay: %w", err)
 	}
