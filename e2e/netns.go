@@ -3,16 +3,14 @@
 package e2e
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/udptunnel/udptunnel/internal/netns"
 )
 
 // Netns is a Linux network namespace made for one test: a kernel host that
@@ -85,35 +83,4 @@ func (n *Netns) Command(args ...string) *exec.Cmd {
 // afterwards. The thread returns to its own namespace after f; should that
 // fail, the thread is not reused but ends with the goroutine. Goroutines
 // that f starts do not run in the namespace. Do returns f's error.
-func (n *Netns) Do(f func() error) error {
-	target, err := unix.Open(n.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", n.name, err)
-	}
-	defer unix.Close(target)
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("current network namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("enter netns %s: %w", n.name, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			done <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
-}
+func (n *Netns) Do(f func() error) error { return netns.Do(n.Path(), f) }
