@@ -96,7 +96,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  %s %-9s %v\n", h.Name, h.Device.Name(), h.Device.Counters().Stats())
 		fmt.Fprintf(stdout, "  %s %-9s %v, icmp errors %d\n", h.Name, fmt.Sprintf(":%d", h.Socket.Tunnel().LocalAddr().Port()),
 			h.Socket.Tunnel().Counters().Stats(), h.Socket.Tunnel().ICMPErrors())
-		fmt.Fprintf(stdout, "  %s %-9s %+v\n", h.Name, "underlay", h.Wire.Stats())
+		fmt.Fprintf(stdout, "  %s %-9s %v\n", h.Name, "underlay", h.Wire.Stats())
 	}
 	if failed {
 		fmt.Fprintln(stdout, "\nFAIL")

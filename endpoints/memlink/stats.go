@@ -1,6 +1,9 @@
 package memlink
 
-import "sync/atomic"
+import (
+	"fmt"
+	"sync/atomic"
+)
 
 // Stats are an endpoint's counters, in the spirit of `ip -s link`. Bytes
 // count whole packets as carried on the wire, link header included.
@@ -88,4 +91,23 @@ func (e *Endpoint) Stats() Stats {
 			Malformed:   c.malformed.Load(),
 		},
 	}
+}
+
+// String formats the snapshot on one line, like stack.Stats: drops only
+// where non-zero.
+func (s Stats) String() string {
+	out := fmt.Sprintf("rx %d pkts %d bytes, tx %d pkts %d bytes", s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes)
+	for _, d := range []struct {
+		name string
+		n    uint64
+	}{
+		{"duplicated", s.Duplicated}, {"reordered", s.Reordered},
+		{"drop loss", s.Dropped.Loss}, {"drop too_big", s.Dropped.TooBig}, {"drop queue_full", s.Dropped.QueueFull},
+		{"drop link_down", s.Dropped.LinkDown}, {"drop not_attached", s.Dropped.NotAttached}, {"drop malformed", s.Dropped.Malformed},
+	} {
+		if d.n != 0 {
+			out += fmt.Sprintf(", %s=%d", d.name, d.n)
+		}
+	}
+	return out
 }
