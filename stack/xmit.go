@@ -87,7 +87,11 @@ func NewTunnelPacket(inner *PacketBuffer, tunnelHeaderLen int) (pkt *PacketBuffe
 	}
 	setNestingDepth(pkt, NestingDepth(inner)+1)
 	// A GSO super-packet stays one: the outer IP layer must not fragment
-	// it (Xmit drops the mark where the underlay cannot take it).
+	// it (Xmit drops the mark where the underlay cannot take it). The
+	// descriptor still describes the inner TCP segment; memlink only reads
+	// the mark, but an underlay that segments in the host (fdbased with a
+	// virtio header) would need a UDP-tunnel GSO type, which gVisor lacks:
+	// such underlays must not advertise host GSO to tunnels.
 	pkt.GSOOptions = inner.GSOOptions
 	th := pkt.TransportHeader().Push(n)
 	pkt.TransportProtocolNumber = header.UDPProtocolNumber
