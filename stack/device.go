@@ -249,33 +249,40 @@ func (d *Device) Counters() *Counters { return &d.counters }
 // dropped with DF) nor below 68, and restores
 // the derived MTU when the learned path MTU expires, after PathMTUExpiry
 // without a further update, as the kernel's learned PMTUs do.
-func (d *Device) UpdatePathMTU(pathMTU uint32) {
+func (d *Device) UpdatePathMTU(pathMTU uint32) { d.lowerMTU(pathMTU, 1280) }
+
+// lowerMTU lowers a derived MTU to fit pathMTU, not below floor (or 68)
+// unless the device started below floor. ICMP errors, true or forged, use
+// 1280 to keep inner IPv6; a DF packet refused by the device's own path MTU
+// check uses 68, since that path MTU was measured, not reported.
+func (d *Device) lowerMTU(pathMTU uint32, floor int) {
 	if d.cfg.MTU != 0 {
 		return
 	}
-	inner := int(pathMTU) - d.ipHdr - d.cfg.EncapLen - d.l2Len()
-	floor := 68
-	if d.baseMTU >= 1280 {
-		floor = 1280
-	}
-	inner = max(inner, floor)
 	d.pmtuMu.Lock()
 	defer d.pmtuMu.Unlock()
+	if d.baseMTU < uint32(floor) {
+		floor = 68
+	}
+	inner := max(int(pathMTU)-d.ipHdr-d.cfg.EncapLen-d.l2Len(), floor, 68)
 	if d.closed.Load() || uint32(inner) >= d.mtu.Load() {
 		return
 	}
 	d.mtu.Store(uint32(inner))
 	d.st.log.Info("tunnel device path MTU", "name", d.cfg.Name, "path_mtu", pathMTU, "mtu", inner)
 	if d.pmtuTimer == nil {
-		d.pmtuTimer = time.AfterFunc(PathMTUExpiry, d.expirePathMTU)
+		d.pmtuTimer = time.AfterFunc(pathMTUExpiry, d.expirePathMTU)
 	} else {
-		d.pmtuTimer.Reset(PathMTUExpiry)
+		d.pmtuTimer.Reset(pathMTUExpiry)
 	}
 }
 
 // PathMTUExpiry is how long a path MTU learned by a device holds (the
 // kernel's ip_rt_mtu_expires).
 const PathMTUExpiry = 10 * time.Minute
+
+// pathMTUExpiry is PathMTUExpiry, shortened by tests.
+var pathMTUExpiry = PathMTUExpiry
 
 func (d *Device) expirePathMTU() {
 	d.pmtuMu.Lock()
@@ -412,7 +419,7 @@ func (e *linkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 			// fragments or resizes what it sends next.
 			var tb *TooBigError
 			if errors.As(err, &tb) {
-				d.UpdatePathMTU(tb.MTU)
+				d.lowerMTU(tb.MTU, 68)
 			}
 			continue
 		}

@@ -594,3 +594,59 @@ func TestDeviceClose(t *testing.T) {
 		})
 	}
 }
+
+// TestDeviceSetMTU: gVisor's SetNICMTU sets the inner MTU of both layers
+// (its Ethernet wrapper passes SetMTU through and subtracts its header only
+// when reading), out-of-range values change nothing, and a set MTU is what
+// path MTU expiry restores.
+func TestDeviceSetMTU(t *testing.T) {
+	for _, layer := range []stack.Layer{stack.L3, stack.L2} {
+		t.Run(layer.String(), func(t *testing.T) {
+			st := newStack(t)
+			d, err := stack.NewDevice(st, stack.DeviceConfig{Name: "dev", Layer: layer, EncapLen: 16}, &captureTx{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct{ set, want uint32 }{{1300, 1300}, {67, 1300}, {70000, 1300}, {9000, 9000}} {
+				if err := st.GVisor().SetNICMTU(d.NIC(), tc.set); err != nil {
+					t.Fatal(err)
+				}
+				if got := d.InnerMTU(); got != tc.want {
+					t.Errorf("after SetNICMTU(%d): InnerMTU %d, want %d", tc.set, got, tc.want)
+				}
+				if got := st.GVisor().NICInfo()[d.NIC()].MTU; got != tc.want {
+					t.Errorf("after SetNICMTU(%d): NIC MTU %d, want %d", tc.set, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestDevicePathMTUExpiry: a lowered MTU returns to the derived one when the
+// learned path MTU expires, and Close stops the timer.
+func TestDevicePathMTUExpiry(t *testing.T) {
+	defer stack.SetPathMTUExpiry(50 * time.Millisecond)()
+	st := newStack(t)
+	d, err := stack.NewDevice(st, stack.DeviceConfig{Name: "dev", Layer: stack.L3, EncapLen: 16}, &captureTx{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := d.InnerMTU()
+	d.UpdatePathMTU(1400)
+	if got := d.InnerMTU(); got != 1400-20-16 {
+		t.Fatalf("after UpdatePathMTU(1400): %d, want %d", got, 1400-20-16)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for d.InnerMTU() != base && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := d.InnerMTU(); got != base {
+		t.Fatalf("MTU %d after the path MTU expired, want the derived %d", got, base)
+	}
+	d.UpdatePathMTU(1350)
+	d.Close() // stops the timer: goleak in TestMain and the check below
+	time.Sleep(100 * time.Millisecond)
+	if got := d.InnerMTU(); got != 1350-20-16 {
+		t.Errorf("MTU %d after Close, want it left at %d (no timer ran)", got, 1350-20-16)
+	}
+}

@@ -136,15 +136,20 @@ const (
 // (encap_err_lookup), count the error, learn a path MTU from it and pass it
 // to an ErrorReceiver encap. quoted is the UDP payload the error quotes.
 func (so *Socket) receiveError(ie ICMPError, quoted []byte) {
+	if ie.Dst.Addr().Is4In6() {
+		// We never send to IPv4-mapped addresses (gVisor refuses them);
+		// an error quoting one is forged.
+		return
+	}
 	if el, ok := so.encap.(ErrorLookup); ok && !el.LookupError(quoted) {
 		return
 	}
 	so.icmpErrors.Add(1)
 	if ie.Kind == ICMPPacketTooBig && ie.MTU > 0 && ie.Dst.Addr().IsValid() {
-		if min := uint32(minPathMTU4); ie.Dst.Addr().Is6() && !ie.Dst.Addr().Is4In6() {
+		if ie.Dst.Addr().Is6() {
 			ie.MTU = max(ie.MTU, minPathMTU6)
 		} else {
-			ie.MTU = max(ie.MTU, min)
+			ie.MTU = max(ie.MTU, minPathMTU4)
 		}
 		so.pmtu.update(ie.Dst.Addr(), ie.MTU)
 	}

@@ -38,7 +38,8 @@ type Options struct {
 	Logger *slog.Logger
 
 	// TCPBufferSize is the TCP send and receive buffer in bytes (0 = 4
-	// MiB). Large buffers matter for throughput over fast in-process wires.
+	// MiB, at least 64 KiB). Large buffers matter for throughput over fast
+	// in-process wires.
 	TCPBufferSize int
 
 	// TCPAutoTune starts TCP buffers at a quarter of TCPBufferSize and
@@ -96,6 +97,7 @@ func New(opts Options) *Stack {
 	if bufSize <= 0 {
 		bufSize = 4 << 20
 	}
+	bufSize = max(bufSize, 64<<10) // gVisor refuses ranges whose default is below its minimum
 	def := bufSize
 	if opts.TCPAutoTune {
 		def = bufSize / 4

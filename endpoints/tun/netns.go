@@ -3,8 +3,6 @@
 package tun
 
 import (
-	"fmt"
-
 	"github.com/udptunnel/udptunnel/internal/netns"
 )
 
@@ -24,7 +22,7 @@ func OpenIn(netnsPath string, cfg Config) (*Device, error) {
 		if d != nil {
 			d.Close()
 		}
-		return nil, fmt.Errorf("tun: %w", err)
+		return nil, err
 	}
 	return d, nil
 }

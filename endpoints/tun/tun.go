@@ -57,6 +57,10 @@ type Device struct {
 	mu     sync.RWMutex
 	fd     int
 	closed bool
+
+	// detaching tracks detaches that the stack started (see
+	// linkEndpoint.Attach); Close waits for them before closing fd.
+	detaching sync.WaitGroup
 }
 
 // Open creates a TUN interface in the calling thread's network namespace,
@@ -219,6 +223,7 @@ func (d *Device) Close() error {
 	// Stop and wait for the reader before the descriptor goes; a NIC
 	// removed later finds the endpoint detached and does nothing.
 	d.ep.LinkEndpoint.Attach(nil)
+	d.detaching.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := unix.Close(d.fd); err != nil {
@@ -251,8 +256,16 @@ func (e *linkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 // detached.
 func (e *linkEndpoint) Attach(disp gstack.NetworkDispatcher) {
 	if disp == nil {
-		// Detaching waits for the reader, which may be writing: no lock.
-		e.LinkEndpoint.Attach(nil)
+		// gVisor detaches while holding its stack lock (RemoveNIC), and
+		// fdbased's detach waits for its reader, which may be delivering
+		// a packet that needs that lock: detach on another goroutine,
+		// which Close waits for. No lock of ours either: the reader may be
+		// writing.
+		e.d.detaching.Add(1)
+		go func() {
+			defer e.d.detaching.Done()
+			e.LinkEndpoint.Attach(nil)
+		}()
 		return
 	}
 	// Attaching only starts the reader; holding the lock orders it

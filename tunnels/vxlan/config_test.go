@@ -47,6 +47,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "DF with GSO", cfg: vxlan.Config{VNI: 7, DF: true, GSO: true, ChecksumOffload: true}, err: stack.ErrInvalid, field: "df with gso"},
 		{name: "DF with an IPv6 remote", cfg: vxlan.Config{VNI: 7, DF: true, Remotes: []netip.Addr{v6}}, err: stack.ErrInvalid, field: "df with remotes[0]"},
 		{name: "GSO without checksum offload", cfg: vxlan.Config{VNI: 7, GSO: true}, err: stack.ErrInvalid, field: "GSO"},
+		{name: "remotes of two families", cfg: vxlan.Config{VNI: 7, Remotes: []netip.Addr{v4, v6}}, err: stack.ErrInvalid, field: "remotes[1]"},
 		{name: "duplicate VNI on the socket", cfg: vxlan.Config{VNI: 42}, err: stack.ErrExists, field: "vni 42"},
 		{name: "NIC name taken", cfg: vxlan.Config{Name: "underlay", VNI: 7}, err: stack.ErrExists, field: `"underlay"`},
 	} {

@@ -271,6 +271,10 @@ func (c *Config) validate() error {
 		if c.Local.IsValid() && (r.Unmap().Is4() != c.Local.Unmap().Is4()) {
 			return fmt.Errorf("remotes[%d] %v: %w: address family differs from local %v", i, r, stack.ErrInvalid, c.Local)
 		}
+		if r.Unmap().Is4() != c.Remotes[0].Unmap().Is4() {
+			// One device has one outer family (its MTU depends on it).
+			return fmt.Errorf("remotes[%d] %v: %w: address family differs from remotes[0] %v", i, r, stack.ErrInvalid, c.Remotes[0])
+		}
 		if c.DF && !r.Unmap().Is4() {
 			return fmt.Errorf("df with remotes[%d] %v: %w: IPv6 has no don't-fragment bit", i, r, stack.ErrInvalid)
 		}

@@ -6,6 +6,7 @@ package vxlan_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -311,17 +312,23 @@ func TestUnderlayMTUMismatch(t *testing.T) {
 // first full-size frame is dropped as DropTooBig and the device shrinks to
 // the path, after which the transfer completes.
 func TestDFOverSmallerUnderlay(t *testing.T) {
-	hs := pair(t, topo{outer4: true, mtu: 1400}, func(_ int, c *vxlan.Config) { c.UnderlayMTU, c.DF = 1500, true })
-	a, b := hs[0], hs[1]
-	err := tryTransfer(a, b, b.inner[0].Addr(), 64<<10, 2*time.Second)
-	if err != nil {
-		t.Fatalf("TCP over a DF tunnel whose underlay is smaller than configured: %v; device MTU %d, socket %v",
-			err, a.dev.InnerMTU(), a.sock.Tunnel().Counters().Stats())
-	}
-	if got, want := a.dev.InnerMTU(), uint32(1400-50); got != want {
-		t.Errorf("device MTU after the too-big drops: %d, want %d", got, want)
-	}
-	if d := a.dev.Counters().Stats().Dropped(stack.DropTooBig); d == 0 {
-		t.Error("no DropTooBig counted on the device before it shrank")
+	// 1200 is below 1280 + 50: the device must shrink below the floor
+	// that ICMP errors get, since this path MTU was measured, not told.
+	for _, wire := range []uint32{1400, 1200} {
+		t.Run(fmt.Sprintf("underlay %d", wire), func(t *testing.T) {
+			hs := pair(t, topo{outer4: true, mtu: wire}, func(_ int, c *vxlan.Config) { c.UnderlayMTU, c.DF = 1500, true })
+			a, b := hs[0], hs[1]
+			err := tryTransfer(a, b, b.inner[0].Addr(), 64<<10, 2*time.Second)
+			if err != nil {
+				t.Fatalf("TCP over a DF tunnel whose underlay is smaller than configured: %v; device MTU %d, socket %v",
+					err, a.dev.InnerMTU(), a.sock.Tunnel().Counters().Stats())
+			}
+			if got, want := a.dev.InnerMTU(), wire-50; got != want {
+				t.Errorf("device MTU after the too-big drops: %d, want %d", got, want)
+			}
+			if d := a.dev.Counters().Stats().Dropped(stack.DropTooBig); d == 0 {
+				t.Error("no DropTooBig counted on the device before it shrank")
+			}
+		})
 	}
 }

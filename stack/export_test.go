@@ -1,0 +1,11 @@
+package stack
+
+import "time"
+
+// SetPathMTUExpiry shortens PathMTUExpiry for a test; call the result to
+// restore it.
+func SetPathMTUExpiry(d time.Duration) (restore func()) {
+	old := pathMTUExpiry
+	pathMTUExpiry = d
+	return func() { pathMTUExpiry = old }
+}
