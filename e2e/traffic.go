@@ -42,6 +42,7 @@ func (r PingResult) Median() time.Duration {
 	return s[len(s)/2]
 }
 
+// String summarises the run like ping(8)'s last lines.
 func (r PingResult) String() string {
 	if len(r.RTTs) == 0 {
 		return fmt.Sprintf("%d sent, %d received", r.Sent, r.Received)
@@ -93,6 +94,7 @@ func (r TransferResult) Gbps() float64 {
 	return float64(r.Bytes) * 8 / r.Duration.Seconds() / 1e9
 }
 
+// String gives size, time, goodput and the matching hash.
 func (r TransferResult) String() string {
 	return fmt.Sprintf("%d bytes in %v, %.2f Gbit/s, hash %x (match)", r.Bytes, r.Duration.Round(time.Millisecond), r.Gbps(), r.Sum)
 }
@@ -190,6 +192,7 @@ func newPatternReader(seed uint64) io.Reader {
 	return &patternReader{block: b}
 }
 
+// Read implements io.Reader; it never fails.
 func (p *patternReader) Read(b []byte) (int, error) {
 	n := 0
 	for n < len(b) {

@@ -28,6 +28,7 @@ const (
 	L2
 )
 
+// String returns "L2" or "L3".
 func (l Layer) String() string {
 	if l == L2 {
 		return "L2"

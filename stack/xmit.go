@@ -136,6 +136,7 @@ type TooBigError struct {
 	MTU uint32
 }
 
+// Error implements error.
 func (e *TooBigError) Error() string { return fmt.Sprintf("%v (path MTU %d)", ErrTooBig, e.MTU) }
 
 // Unwrap returns ErrTooBig.
