@@ -48,6 +48,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "DF with an IPv6 remote", cfg: vxlan.Config{VNI: 7, DF: true, Remotes: []netip.Addr{v6}}, err: stack.ErrInvalid, field: "df with remotes[0]"},
 		{name: "GSO without checksum offload", cfg: vxlan.Config{VNI: 7, GSO: true}, err: stack.ErrInvalid, field: "GSO"},
 		{name: "remotes of two families", cfg: vxlan.Config{VNI: 7, Remotes: []netip.Addr{v4, v6}}, err: stack.ErrInvalid, field: "remotes[1]"},
+		{name: "flow label above 20 bits", cfg: vxlan.Config{VNI: 7, FlowLabel: 0x100000}, err: stack.ErrInvalid, field: "flowlabel 0x100000"},
+		{name: "flow label with IPv4 local", cfg: vxlan.Config{VNI: 7, FlowLabel: 5, Local: netip.MustParseAddr("10.99.0.2")}, err: stack.ErrInvalid, field: "flowlabel"},
 		{name: "duplicate VNI on the socket", cfg: vxlan.Config{VNI: 42}, err: stack.ErrExists, field: "vni 42"},
 		{name: "NIC name taken", cfg: vxlan.Config{Name: "underlay", VNI: 7}, err: stack.ErrExists, field: `"underlay"`},
 	} {

@@ -96,6 +96,9 @@ type Config struct {
 	// TOSInherit copies the inner IP header's TOS/traffic class to the
 	// outer header ("tos inherit") instead of TOS.
 	TOSInherit bool
+	// FlowLabel is the outer IPv6 flow label ("flowlabel", 20 bits); 0
+	// sends none.
+	FlowLabel uint32
 	// DF sets the outer IPv4 don't-fragment bit ("df set"); packets over
 	// the path MTU are then dropped, never fragmented.
 	DF bool
@@ -259,6 +262,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
 	case c.DF && c.Local.Is6() && !c.Local.Is4In6():
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
+	case c.FlowLabel > 0xfffff:
+		return fmt.Errorf("flowlabel %#x: %w: above 20 bits", c.FlowLabel, stack.ErrInvalid)
+	case c.FlowLabel != 0 && c.Local.IsValid() && c.Local.Unmap().Is4():
+		return fmt.Errorf("flowlabel: %w: IPv4 has no flow label", stack.ErrInvalid)
 	case c.DF && c.GSO:
 		// A GSO super-packet may only be split by the underlay; with DF
 		// and an underlay that cannot, every one would be refused.

@@ -32,6 +32,7 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 		TOS:        d.cfg.TOS,
 		TTL:        d.cfg.TTL,
 		DF:         d.cfg.DF,
+		FlowLabel:  d.cfg.FlowLabel,
 		NoChecksum: d.cfg.ZeroChecksum,
 		Device:     stack.NICID(d.nic.Load()),
 	}
