@@ -57,6 +57,9 @@ func TestKernelVXLAN(t *testing.T) {
 		// checksums before the packet reaches us (see "counters").
 		{name: "ipv4-udpcsum-tx-off", kernelArgs: []string{"udpcsum"}, txOff: true},
 		{name: "ipv6-udpcsum", ipv6: true},
+		// The kernel's own default port when dstport is omitted (8472,
+		// from before IANA assigned 4789), on both sides.
+		{name: "ipv4-port-8472", kernelArgs: []string{"udpcsum"}, port: vxlan.LinuxDefaultPort},
 		{name: "ipv6-zerocsum", ipv6: true, kernelArgs: []string{"udp6zerocsumtx", "udp6zerocsumrx"},
 			ourChecksum: stack.ChecksumPolicy{ZeroTx6: true, ZeroRx6: true}},
 	}
@@ -77,6 +80,15 @@ type kernelCase struct {
 	ourZero     bool
 	// txOff runs `ethtool -K vx42 tx off` on the kernel's device.
 	txOff bool
+	// port is the VXLAN port of both sides (0 = 4789).
+	port uint16
+}
+
+func (tc kernelCase) vxlanPort() uint16 {
+	if tc.port == 0 {
+		return vxlan.DefaultPort
+	}
+	return tc.port
 }
 
 var (
@@ -93,6 +105,7 @@ type kernelPeer struct {
 	us, them  netip.Addr // underlay addresses
 	kernelMAC vxlan.MAC
 	kernelMTU uint32
+	port      uint16 // the VXLAN port of both sides
 	// txChecksumming is ethtool's line for the kernel device's checksum
 	// offload ("tx-checksumming: on").
 	txChecksumming string
@@ -145,7 +158,8 @@ func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
 		t.Fatal(err)
 	}
 
-	p.ns.Run(t, append([]string{"ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", "4789",
+	p.port = tc.vxlanPort()
+	p.ns.Run(t, append([]string{"ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", strconv.Itoa(int(p.port)),
 		"local", p.them.String(), "remote", p.us.String(), "dev", "ut0"}, tc.kernelArgs...)...)
 	if tc.txOff {
 		p.ns.Run(t, "ethtool", "-K", "vx42", "tx", "off")
@@ -170,7 +184,7 @@ func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
 	}
 	p.kernelMTU = links[0].MTU
 
-	if p.sock, err = vxlan.OpenSocket(p.st, vxlan.SocketConfig{Checksum: tc.ourChecksum}); err != nil {
+	if p.sock, err = vxlan.OpenSocket(p.st, vxlan.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, p.port), Checksum: tc.ourChecksum}); err != nil {
 		t.Fatal(err)
 	}
 	p.dev, err = p.sock.AddDevice(nil, vxlan.Config{
@@ -417,11 +431,12 @@ func captureICMP(t *testing.T, p *kernelPeer, ours, kernels int) [][]string {
 	// ICMP: after the outer IP header (20 or 40 bytes), UDP (8), VXLAN (8)
 	// and the inner Ethernet addresses (12) comes the EtherType, then 9
 	// bytes into the inner IPv4 header its protocol.
-	filter := "udp port 4789 and ip[48:2] = 0x0800 and ip[59] = 1"
+	filter := fmt.Sprintf("udp port %d and ip[48:2] = 0x0800 and ip[59] = 1", p.port)
 	if p.ipv6() {
-		filter = "udp port 4789 and ip6[68:2] = 0x0800 and ip6[79] = 1"
+		filter = fmt.Sprintf("udp port %d and ip6[68:2] = 0x0800 and ip6[79] = 1", p.port)
 	}
-	cmd := p.ns.Command("tshark", "-i", "ut0", "-f", filter, "-l", "-a", "duration:20",
+	// tshark decodes VXLAN on 4789 by itself; another port is named.
+	cmd := p.ns.Command("tshark", "-i", "ut0", "-f", filter, "-d", fmt.Sprintf("udp.port==%d,vxlan", p.port), "-l", "-a", "duration:20",
 		"-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t",
 		"-e", "vxlan.vni", "-e", "ip.src", "-e", "ipv6.src", "-e", "icmp.type",
 		"-e", "udp.checksum", "-e", "udp.checksum.status", "-e", "icmp.seq")
