@@ -60,6 +60,9 @@ func TestKernelVXLAN(t *testing.T) {
 		// The kernel's own default port when dstport is omitted (8472,
 		// from before IANA assigned 4789), on both sides.
 		{name: "ipv4-port-8472", kernelArgs: []string{"udpcsum"}, port: vxlan.LinuxDefaultPort},
+		// The kernel without "remote": its flood list is an all-zeros
+		// FDB entry, as EVPN or an operator writes it.
+		{name: "ipv4-kernel-flood-list", kernelArgs: []string{"udpcsum"}, floodList: true},
 		{name: "ipv6-zerocsum", ipv6: true, kernelArgs: []string{"udp6zerocsumtx", "udp6zerocsumrx"},
 			ourChecksum: stack.ChecksumPolicy{ZeroTx6: true, ZeroRx6: true}},
 	}
@@ -82,6 +85,9 @@ type kernelCase struct {
 	txOff bool
 	// port is the VXLAN port of both sides (0 = 4789).
 	port uint16
+	// floodList creates the kernel's vx42 without "remote" and gives it an
+	// all-zeros FDB entry pointing at us (`bridge fdb append`).
+	floodList bool
 }
 
 func (tc kernelCase) vxlanPort() uint16 {
@@ -159,8 +165,15 @@ func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
 	}
 
 	p.port = tc.vxlanPort()
-	p.ns.Run(t, append([]string{"ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", strconv.Itoa(int(p.port)),
-		"local", p.them.String(), "remote", p.us.String(), "dev", "ut0"}, tc.kernelArgs...)...)
+	link := []string{"ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", strconv.Itoa(int(p.port)),
+		"local", p.them.String(), "dev", "ut0"}
+	if !tc.floodList {
+		link = append(link, "remote", p.us.String())
+	}
+	p.ns.Run(t, append(link, tc.kernelArgs...)...)
+	if tc.floodList {
+		p.ns.Run(t, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx42", "dst", p.us.String())
+	}
 	if tc.txOff {
 		p.ns.Run(t, "ethtool", "-K", "vx42", "tx", "off")
 	}
