@@ -26,6 +26,7 @@ func TestDemo(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, 2, nil, `unknown command "frobnicate"`},
 		{"no command", nil, 2, nil, "usage: udptunnel"},
 		{"version", []string{"version"}, 0, []string{"udptunnel "}, ""},
+		{"demo help", []string{"demo", "-h"}, 0, nil, "-size"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
