@@ -3,11 +3,8 @@ package stack_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strings"
@@ -20,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
 )
@@ -36,61 +34,14 @@ func ping(tb testing.TB, h *peerHost, dst netip.Addr) {
 	}
 }
 
-// transfer sends n random bytes over TCP from a to b's dst and compares
-// SHA-256 digests.
+// transfer moves n bytes over TCP from a to b at dst and compares their
+// SHA-256 digests (e2e.TransferTCP).
 func transfer(tb testing.TB, a, b *peerHost, dst netip.Addr, n int) {
 	tb.Helper()
-	ln, err := b.st.ListenTCP(netip.AddrPortFrom(dst, 5001))
-	if err != nil {
-		tb.Fatalf("ListenTCP: %v", err)
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := a.st.DialTCP(ctx, netip.AddrPortFrom(dst, 5001))
-	if err != nil {
-		tb.Fatalf("DialTCP %v: %v", dst, err)
-	}
-	data := make([]byte, n)
-	rng := rand.New(rand.NewChaCha8([32]byte{1}))
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := c.Write(data); err != nil {
-		tb.Fatalf("Write: %v", err)
-	}
-	c.Close()
-	select {
-	case r := <-got:
-		if r.err != nil {
-			tb.Fatalf("receiver: %v", r.err)
-		}
-		if r.n != int64(n) || r.sum != sha256.Sum256(data) {
-			tb.Fatalf("received %d bytes with digest %x, want %d bytes with %x", r.n, r.sum, n, sha256.Sum256(data))
-		}
-	case <-time.After(20 * time.Second):
-		tb.Fatal("TCP transfer did not finish")
+	if _, err := e2e.TransferTCP(ctx, a.st, b.st, netip.AddrPortFrom(dst, 5001), int64(n), nil); err != nil {
+		tb.Fatal(err)
 	}
 }
 

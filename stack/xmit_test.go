@@ -604,15 +604,16 @@ func TestNewTunnelPacketSlowPath(t *testing.T) {
 	}
 }
 
-// TestNestingLoopTerminates builds a real route loop between two TT
-// devices of one stack: device A's remote is routed through device B and
-// B's through A. One packet written into it must come back out of the
-// recursion, dropped at the nesting limit, not loop or overflow the stack.
-func TestNestingLoopTerminates(t *testing.T) {
+// loopDevices builds a real route loop between two TT devices of one
+// stack: device A's remote is routed through device B and B's through A. It
+// writes one UDP datagram of size bytes into the loop and fails the test
+// unless the write comes back out of the recursion within 5 s.
+func loopDevices(t *testing.T, size int) (a, b *ttDevice, tt *ttSocket) {
+	t.Helper()
 	st := newStack(t)
-	tt := openTT(t, st, stack.SocketConfig{})
-	a := tt.addDevice(t, st, ttConfig{ID: 1, Remote: netip.MustParseAddrPort("10.9.0.2:7777")})
-	b := tt.addDevice(t, st, ttConfig{ID: 2, Remote: netip.MustParseAddrPort("10.8.0.2:7777")})
+	tt = openTT(t, st, stack.SocketConfig{})
+	a = tt.addDevice(t, st, ttConfig{ID: 1, Remote: netip.MustParseAddrPort("10.9.0.2:7777")})
+	b = tt.addDevice(t, st, ttConfig{ID: 2, Remote: netip.MustParseAddrPort("10.8.0.2:7777")})
 	if err := st.AddAddress(a.NIC(), netip.MustParsePrefix("10.8.0.1/24")); err != nil {
 		t.Fatal(err)
 	}
@@ -626,7 +627,7 @@ func TestNestingLoopTerminates(t *testing.T) {
 	defer c.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Write(pattern(100, 0))
+		_, err := c.Write(pattern(size, 0))
 		done <- err
 	}()
 	select {
@@ -635,8 +636,21 @@ func TestNestingLoopTerminates(t *testing.T) {
 			t.Fatalf("Write: %v", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("a packet written into a tunnel loop did not come back")
+		// Closing the devices makes every WritePackets drop, which unwinds
+		// the recursion before the cleanups run.
+		a.Close()
+		b.Close()
+		<-done
+		t.Fatalf("a %d-byte packet written into a tunnel loop did not come back (A %v, B %v)", size, a.Counters().Stats(), b.Counters().Stats())
 	}
+	return a, b, tt
+}
+
+// TestNestingLoopTerminates: one packet written into a tunnel loop must come
+// back out of the recursion, dropped at the nesting limit, not loop or
+// overflow the stack.
+func TestNestingLoopTerminates(t *testing.T) {
+	a, b, tt := loopDevices(t, 100)
 	sa, sb, ss := a.Counters().Stats(), b.Counters().Stats(), tt.sock.Counters().Stats()
 	// Depths 0..7 are sent, alternately by A and B; depth 8 reaches A again
 	// and is dropped there.
@@ -691,43 +705,10 @@ func TestReceiveNestingLimit(t *testing.T) {
 
 // TestNestingLoopWithFragmentsTerminates is TestNestingLoopTerminates with
 // a datagram that outgrows the devices' MTU on its way round the loop, so
-// that the outer IP layer fragments it.
+// that the outer IP layer fragments it: 1428 bytes of inner IP fit A's MTU
+// of 1464 and, encapsulated once, B's; encapsulated twice they do not.
 func TestNestingLoopWithFragmentsTerminates(t *testing.T) {
-	st := newStack(t)
-	tt := openTT(t, st, stack.SocketConfig{})
-	a := tt.addDevice(t, st, ttConfig{ID: 1, Remote: netip.MustParseAddrPort("10.9.0.2:7777")})
-	b := tt.addDevice(t, st, ttConfig{ID: 2, Remote: netip.MustParseAddrPort("10.8.0.2:7777")})
-	if err := st.AddAddress(a.NIC(), netip.MustParsePrefix("10.8.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.AddAddress(b.NIC(), netip.MustParsePrefix("10.9.0.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	c, err := st.DialUDP(netip.MustParseAddrPort("10.8.0.2:9"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	done := make(chan error, 1)
-	go func() {
-		// 1428 bytes of inner IP fit A's MTU of 1464 and, encapsulated
-		// once, B's; encapsulated twice they do not.
-		_, err := c.Write(pattern(1400, 0))
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Write: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		// Closing the devices makes every WritePackets drop, which unwinds
-		// the recursion before the cleanups run.
-		a.Close()
-		b.Close()
-		<-done
-		t.Fatalf("a fragmenting packet written into a tunnel loop did not come back (A %v, B %v)", a.Counters().Stats(), b.Counters().Stats())
-	}
+	a, b, _ := loopDevices(t, 1400)
 	nest := a.Counters().Stats().Dropped(stack.DropNestingLimit) + b.Counters().Stats().Dropped(stack.DropNestingLimit)
 	if nest == 0 {
 		t.Errorf("no nesting drop: A %v, B %v", a.Counters().Stats(), b.Counters().Stats())

@@ -10,10 +10,7 @@ package vxlan_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -26,6 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
@@ -164,16 +162,6 @@ func ping(t testing.TB, h *host, dst netip.Addr) {
 	}
 }
 
-// testData returns n pseudo-random bytes, the same for the same n.
-func testData(n int) []byte {
-	data := make([]byte, n)
-	r := rand.New(rand.NewPCG(uint64(n), 2))
-	for i := range data {
-		data[i] = byte(r.Uint32())
-	}
-	return data
-}
-
 // transfer moves n bytes over TCP from a to b's addr and checks the hash.
 func transfer(t testing.TB, a, b *host, dst netip.Addr, n int) {
 	t.Helper()
@@ -183,54 +171,12 @@ func transfer(t testing.TB, a, b *host, dst netip.Addr, n int) {
 }
 
 // tryTransfer moves n bytes over TCP from a to b's addr within timeout and
-// checks their sha256 on arrival.
+// checks their SHA-256 on arrival (e2e.TransferTCP).
 func tryTransfer(a, b *host, dst netip.Addr, n int, timeout time.Duration) error {
-	ln, err := b.st.ListenTCP(netip.AddrPortFrom(dst, 5001))
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	type result struct {
-		sum [32]byte
-		n   int64
-		err error
-	}
-	deadline := time.Now().Add(timeout)
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetReadDeadline(deadline)
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		var r result
-		copy(r.sum[:], h.Sum(nil))
-		r.n, r.err = n, err
-		got <- r
-	}()
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := a.st.DialTCP(ctx, netip.AddrPortFrom(dst, 5001))
-	if err != nil {
-		return fmt.Errorf("dial %v: %w", dst, err)
-	}
-	data := testData(n)
-	c.SetWriteDeadline(deadline)
-	_, werr := c.Write(data)
-	c.Close()
-	want := sha256.Sum256(data)
-	r := <-got // the reader gives up at the deadline too
-	switch {
-	case r.err != nil:
-		return fmt.Errorf("TCP transfer of %d bytes to %v: received %d bytes, then %w (write: %v)", n, dst, r.n, r.err, werr)
-	case r.n != int64(n) || r.sum != want:
-		return fmt.Errorf("TCP transfer to %v: received %d bytes with sha256 %x, want %d bytes with %x (write: %v)", dst, r.n, r.sum, n, want, werr)
-	}
-	return nil
+	_, err := e2e.TransferTCP(ctx, a.st, b.st, netip.AddrPortFrom(dst, 5001), int64(n), nil)
+	return err
 }
 
 // listenUDP opens a UDP socket in st bound to ap, closed when the test ends.
