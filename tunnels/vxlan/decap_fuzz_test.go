@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -20,7 +19,7 @@ func FuzzDecap(f *testing.F) {
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}
-	sockEP := st.GVisor().RegisteredEndpoints()[0]
+	sockEP := tunnelEndpoint(f, st)
 	mac := d.MAC()
 
 	frame := func(vni VNI, flags uint8, dst []byte, etherType uint16, rest []byte) []byte {
@@ -58,17 +57,8 @@ func FuzzDecap(f *testing.F) {
 		if len(payload) > 9000 {
 			return
 		}
-		outer := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-		header.IPv4(outer).Encode(&header.IPv4Fields{TotalLength: uint16(cap(outer)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-			SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-		header.UDP(outer[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(payload))})
-		wire := append(outer, payload...)
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(wire)})
+		pkt := received(datagram4(payload), header.IPv4ProtocolNumber, header.IPv4MinimumSize)
 		defer pkt.DecRef()
-		pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-		pkt.TransportHeader().Consume(header.UDPMinimumSize)
-		pkt.TransportProtocolNumber = header.UDPProtocolNumber
 		before := accounted()
 		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
 		if got := accounted() - before; got != 1 {

@@ -122,6 +122,52 @@ func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *
 }
 func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
 
+// vxlanFrame returns a VXLAN header for vni and an inner Ethernet header
+// from src to dst carrying IPv4, followed by n zero bytes.
+func vxlanFrame(vni VNI, src, dst tcpip.LinkAddress, n int) []byte {
+	b := make([]byte, HeaderLen+header.EthernetMinimumSize+n)
+	Header(b).Encode(&Fields{VNI: vni})
+	header.Ethernet(b[HeaderLen:]).Encode(&header.EthernetFields{SrcAddr: src, DstAddr: dst, Type: header.IPv4ProtocolNumber})
+	return b
+}
+
+// datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:40000 to
+// 10.99.0.1:4789 (no UDP checksum, as IPv4 allows).
+func datagram4(payload []byte) []byte {
+	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
+	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
+	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(payload))})
+	return append(b, payload...)
+}
+
+// received returns wire as the UDP demux hands it to a transport endpoint:
+// a fresh, singly owned buffer (as a NIC's receive gives) with the network
+// header (ipLen bytes of proto) and the UDP header parsed.
+func received(wire []byte, proto tcpip.NetworkProtocolNumber, ipLen int) *stack.PacketBuffer {
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
+	pkt.NetworkHeader().Consume(ipLen)
+	pkt.NetworkProtocolNumber = proto
+	pkt.TransportHeader().Consume(header.UDPMinimumSize)
+	pkt.TransportProtocolNumber = header.UDPProtocolNumber
+	return pkt
+}
+
+// tunnelEndpoint returns the transport endpoint of st's only tunnel socket
+// (registered once per network protocol).
+func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
+	eps := st.GVisor().RegisteredEndpoints()
+	if len(eps) == 0 {
+		tb.Fatal("no tunnel socket registered")
+	}
+	for _, e := range eps {
+		if e != eps[0] {
+			tb.Fatalf("registered endpoints %v, want the tunnel socket alone", eps)
+		}
+	}
+	return eps[0]
+}
+
 // BenchmarkDecap is the receive path for one datagram carrying a
 // 1500-byte inner frame, from the UDP demux to the inner Ethernet layer:
 // UDP checks, VXLAN header, VNI lookup, learning, header consumed, inner
@@ -136,32 +182,11 @@ func BenchmarkDecap(b *testing.B) {
 			var cd countingDispatcher
 			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
 
-			frame := make([]byte, HeaderLen+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+benchPayload)
-			Header(frame).Encode(&Fields{VNI: 42})
-			header.Ethernet(frame[HeaderLen:]).Encode(&header.EthernetFields{SrcAddr: "\x02\x00\x00\x00\x00\x99", DstAddr: tcpip.LinkAddress(d.MAC()), Type: header.IPv4ProtocolNumber})
-			outer := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize)
-			header.IPv4(outer).Encode(&header.IPv4Fields{TotalLength: uint16(len(outer) + len(frame)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-				SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-			header.UDP(outer[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(frame))})
-			wire := append(outer, frame...)
-
-			// The tunnel socket is the only endpoint (registered once per
-			// network protocol).
-			eps := st.GVisor().RegisteredEndpoints()
-			sockEP := eps[0]
-			for _, e := range eps {
-				if e != sockEP {
-					b.Fatalf("registered endpoints %v, want the tunnel socket alone", eps)
-				}
-			}
+			wire := datagram4(vxlanFrame(42, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), header.IPv4MinimumSize+header.UDPMinimumSize+benchPayload))
+			sockEP := tunnelEndpoint(b, st)
 			b.ReportAllocs()
 			for b.Loop() {
-				// A fresh, singly owned buffer, as a NIC's receive gives.
-				pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-				pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-				pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-				pkt.TransportHeader().Consume(header.UDPMinimumSize)
-				pkt.TransportProtocolNumber = header.UDPProtocolNumber
+				pkt := received(wire, header.IPv4ProtocolNumber, header.IPv4MinimumSize)
 				if mode != "packet-only" {
 					sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
 				}
@@ -181,21 +206,10 @@ func TestDecapNoAllocs(t *testing.T) {
 	st, _, d := voidHost(t, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: true})
 	var cd countingDispatcher
 	st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
-	frame := make([]byte, HeaderLen+header.EthernetMinimumSize+100)
-	Header(frame).Encode(&Fields{VNI: 42})
-	header.Ethernet(frame[HeaderLen:]).Encode(&header.EthernetFields{SrcAddr: "\x02\x00\x00\x00\x00\x99", DstAddr: tcpip.LinkAddress(d.MAC()), Type: header.IPv4ProtocolNumber})
-	outer := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize)
-	header.IPv4(outer).Encode(&header.IPv4Fields{TotalLength: uint16(len(outer) + len(frame)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(outer[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(frame))})
-	wire := append(outer, frame...)
-	sockEP := st.GVisor().RegisteredEndpoints()[0]
+	wire := datagram4(vxlanFrame(42, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), 100))
+	sockEP := tunnelEndpoint(t, st)
 	receive := func() {
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-		pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-		pkt.TransportHeader().Consume(header.UDPMinimumSize)
-		pkt.TransportProtocolNumber = header.UDPProtocolNumber
+		pkt := received(wire, header.IPv4ProtocolNumber, header.IPv4MinimumSize)
 		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
 		pkt.DecRef()
 	}

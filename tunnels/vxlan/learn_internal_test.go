@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -36,37 +35,23 @@ func TestInvalidSourceMAC(t *testing.T) {
 			st, _, d := voidHost(t, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: tc.learning})
 			var cd countingDispatcher
 			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
-			frame := make([]byte, HeaderLen+header.EthernetMinimumSize+64)
-			Header(frame).Encode(&Fields{VNI: 42})
-			header.Ethernet(frame[HeaderLen:]).Encode(&header.EthernetFields{SrcAddr: tc.srcMAC, DstAddr: tcpip.LinkAddress(d.MAC()), Type: header.IPv4ProtocolNumber})
-			var wire []byte
-			var proto tcpip.NetworkProtocolNumber
+			frame := vxlanFrame(42, tc.srcMAC, tcpip.LinkAddress(d.MAC()), 64)
+			var pkt *stack.PacketBuffer
 			if tc.from6 {
-				wire = make([]byte, header.IPv6MinimumSize+header.UDPMinimumSize)
-				header.IPv6(wire).Encode(&header.IPv6Fields{PayloadLength: uint16(header.UDPMinimumSize + len(frame)), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64,
-					SrcAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd00::2").As16()), DstAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd00::1").As16())})
-				proto = header.IPv6ProtocolNumber
-			} else {
-				wire = make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize)
-				header.IPv4(wire).Encode(&header.IPv4Fields{TotalLength: uint16(len(wire) + len(frame)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-					SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-				proto = header.IPv4ProtocolNumber
-			}
-			nl := len(wire) - header.UDPMinimumSize
-			uh := header.UDP(wire[nl:])
-			uh.Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(frame))})
-			if tc.from6 { // IPv6 needs a checksum (RFC 8200)
+				wire := make([]byte, header.IPv6MinimumSize+header.UDPMinimumSize)
 				ip := header.IPv6(wire)
+				ip.Encode(&header.IPv6Fields{PayloadLength: uint16(header.UDPMinimumSize + len(frame)), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64,
+					SrcAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd00::2").As16()), DstAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd00::1").As16())})
+				uh := header.UDP(wire[header.IPv6MinimumSize:])
+				uh.Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(frame))})
+				// IPv6 needs a checksum (RFC 8200).
 				xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uh.Length())
 				uh.SetChecksum(^uh.CalculateChecksum(checksum.Checksum(frame, xsum)))
+				pkt = received(append(wire, frame...), header.IPv6ProtocolNumber, header.IPv6MinimumSize)
+			} else {
+				pkt = received(datagram4(frame), header.IPv4ProtocolNumber, header.IPv4MinimumSize)
 			}
-			wire = append(wire, frame...)
-			pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(wire)})
-			pkt.NetworkHeader().Consume(nl)
-			pkt.NetworkProtocolNumber = proto
-			pkt.TransportHeader().Consume(header.UDPMinimumSize)
-			pkt.TransportProtocolNumber = header.UDPProtocolNumber
-			st.GVisor().RegisteredEndpoints()[0].HandlePacket(gstack.TransportEndpointID{}, pkt)
+			tunnelEndpoint(t, st).HandlePacket(gstack.TransportEndpointID{}, pkt)
 			pkt.DecRef()
 
 			ds := d.Counters().Stats()
