@@ -6,11 +6,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -242,13 +239,13 @@ func testKernelVXLAN(t *testing.T, tc kernelCase) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		err = sendTCP(ctx, ln, func() (c net.Conn, err error) {
+		_, err = e2e.Transfer(ctx, ln, func() (c net.Conn, err error) {
 			err = p.ns.Do(func() error {
 				c, err = new(net.Dialer).DialContext(ctx, "tcp", dst.String())
 				return err
 			})
 			return c, err
-		}, size)
+		}, size, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +260,7 @@ func testKernelVXLAN(t *testing.T, tc kernelCase) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		err := sendTCP(ctx, ln, func() (net.Conn, error) { return p.st.DialTCP(ctx, dst) }, size)
+		_, err := e2e.Transfer(ctx, ln, func() (net.Conn, error) { return p.st.DialTCP(ctx, dst) }, size, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,54 +374,6 @@ func TestKernelVXLANZeroChecksum6(t *testing.T) {
 			}
 		})
 	}
-}
-
-// sendTCP sends size bytes of seeded random data over a connection from
-// dial to ln and checks their SHA-256 at the receiving end.
-func sendTCP(ctx context.Context, ln net.Listener, dial func() (net.Conn, error), size int64) error {
-	deadline, _ := ctx.Deadline()
-	type result struct {
-		sum []byte
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(deadline)
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		done <- result{sum: h.Sum(nil), n: n, err: err}
-	}()
-	c, err := dial()
-	if err != nil {
-		ln.Close() // ends the Accept
-		<-done
-		return fmt.Errorf("dial: %w", err)
-	}
-	defer c.Close()
-	c.SetDeadline(deadline)
-	sent := sha256.New()
-	src := io.LimitReader(rand.NewChaCha8([32]byte{'u', 'd', 'p', 't', 'u', 'n'}), size)
-	if _, err := io.Copy(io.MultiWriter(c, sent), src); err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
-		return fmt.Errorf("close write: %w", err)
-	}
-	r := <-done
-	switch {
-	case r.err != nil:
-		return fmt.Errorf("receive: %w (after %d bytes)", r.err, r.n)
-	case r.n != size || !bytes.Equal(r.sum, sent.Sum(nil)):
-		return fmt.Errorf("received %d bytes with SHA-256 %x, sent %d with %x", r.n, r.sum, size, sent.Sum(nil))
-	}
-	return nil
 }
 
 // captureICMP captures the VXLAN-encapsulated ICMP on ut0 with tshark while

@@ -109,14 +109,27 @@ var ErrHashMismatch = errors.New("received data differs from sent data (hash mis
 // cheap next to the path under test, such as CRC-32C: SHA-256 runs at about
 // 1-2 GB/s here, below what an in-process path can carry.
 func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrPort, size int64, newHash func() hash.Hash) (TransferResult, error) {
-	if newHash == nil {
-		newHash = sha256.New
-	}
 	ln, err := dst.ListenTCP(dstAddr)
 	if err != nil {
 		return TransferResult{}, fmt.Errorf("listen %v: %w", dstAddr, err)
 	}
 	defer ln.Close()
+	res, err := Transfer(ctx, ln, func() (net.Conn, error) { return src.DialTCP(ctx, dstAddr) }, size, newHash)
+	if err != nil {
+		return res, fmt.Errorf("transfer to %v: %w", dstAddr, err)
+	}
+	return res, nil
+}
+
+// Transfer is TransferTCP between any two ends: it accepts one connection
+// on ln, opens one with dial, and moves size bytes from the dialled end to
+// the accepted one, hashing both (newHash nil = SHA-256). Either end may be
+// a kernel socket, such as one made in a network namespace with Netns.Do.
+// Cancelling ctx unblocks both ends.
+func Transfer(ctx context.Context, ln net.Listener, dial func() (net.Conn, error), size int64, newHash func() hash.Hash) (TransferResult, error) {
+	if newHash == nil {
+		newHash = sha256.New
+	}
 	type rcv struct {
 		sum []byte
 		n   int64
@@ -139,10 +152,13 @@ func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrP
 	}()
 
 	start := time.Now()
-	c, err := src.DialTCP(ctx, dstAddr)
+	c, err := dial()
 	if err != nil {
-		return TransferResult{}, fmt.Errorf("dial %v: %w", dstAddr, err)
+		ln.Close() // ends the Accept
+		<-done
+		return TransferResult{}, fmt.Errorf("dial: %w", err)
 	}
+	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	sent := newHash()
@@ -152,23 +168,20 @@ func TransferTCP(ctx context.Context, src, dst *stack.Stack, dstAddr netip.AddrP
 		err = cw.CloseWrite()
 	}
 	if err != nil {
-		c.Close()
-		return TransferResult{}, fmt.Errorf("send to %v: %w", dstAddr, err)
+		return TransferResult{}, fmt.Errorf("send: %w", err)
 	}
 	var r rcv
 	select {
 	case r = <-done:
 	case <-ctx.Done():
-		c.Close()
-		return TransferResult{}, fmt.Errorf("transfer to %v: %w", dstAddr, ctx.Err())
+		return TransferResult{}, ctx.Err()
 	}
-	c.Close()
 	res := TransferResult{Bytes: r.n, Duration: time.Since(start), Sum: r.sum}
 	if r.err != nil && !errors.Is(r.err, net.ErrClosed) {
-		return res, fmt.Errorf("receive at %v: %w", dstAddr, r.err)
+		return res, fmt.Errorf("receive (after %d bytes): %w", r.n, r.err)
 	}
 	if r.n != size || !bytes.Equal(r.sum, sent.Sum(nil)) {
-		return res, fmt.Errorf("transfer of %d bytes to %v: got %d bytes: %w", size, dstAddr, r.n, ErrHashMismatch)
+		return res, fmt.Errorf("sent %d bytes, got %d: %w", size, r.n, ErrHashMismatch)
 	}
 	return res, nil
 }
