@@ -11,10 +11,13 @@ import (
 )
 
 // OverlayConfig describes a two-host overlay: two in-process stacks joined
-// by a memlink wire (the underlay), each with a VXLAN device pointing at the
+// by a memlink wire (the underlay), each with a tunnel device pointing at the
 // other (the overlay). The zero value is a lossless IPv4 underlay with MTU
-// 1500 and VNI 42.
+// 1500 and a VXLAN overlay with VNI 42.
 type OverlayConfig struct {
+	// Tunnel builds each host's tunnel device; nil is VXLAN. See
+	// Protocols for one per protocol of this module.
+	Tunnel TunnelFunc
 	// IPv6Underlay puts IPv6 on the wire (fd00:99::1, fd00:99::2) instead
 	// of IPv4 (10.99.0.1, 10.99.0.2).
 	IPv6Underlay bool
@@ -26,7 +29,9 @@ type OverlayConfig struct {
 	// addresses sit directly on the wire. It is the baseline that tunnel
 	// overhead is measured against.
 	NoTunnel bool
-	// VNI is the overlay's VNI (0 = 42).
+	// VNI is the overlay's tunnel identifier (0 = 42): VXLAN's and
+	// Geneve's VNI, and whatever identifies a tunnel in other protocols
+	// (a session ID, a TEID, an MPLS label), as each TunnelFunc documents.
 	VNI vxlan.VNI
 	// ChecksumOffload makes the wire and the tunnel devices skip transport
 	// checksums, as a kernel veth does (see memlink.Options and
@@ -37,7 +42,7 @@ type OverlayConfig struct {
 	// stack.DeviceConfig.GSO), as the kernel's veth and VXLAN do. It
 	// implies ChecksumOffload.
 	GSO bool
-	// Learning turns on FDB learning on both devices.
+	// Learning turns on FDB learning on both devices (VXLAN).
 	Learning bool
 	// SyncWire delivers each packet on the sender's goroutine (see
 	// memlink.Options.Sync): deterministic, and the way to measure the
@@ -56,13 +61,58 @@ type Host struct {
 	Outer    netip.Addr
 	// Wire is the host's end of the underlay wire.
 	Wire *memlink.Endpoint
-	// Socket and Device are the host's VXLAN socket and device (nil with
-	// NoTunnel).
+	// Tunnel is the host's tunnel device, whatever its protocol, and
+	// TunnelSocket the tunnel socket under it (both nil with NoTunnel).
+	Tunnel       *stack.Device
+	TunnelSocket *stack.Socket
+	// Socket and Device are the host's VXLAN socket and device when the
+	// overlay is VXLAN (nil otherwise).
 	Socket *vxlan.Socket
 	Device *vxlan.Device
 	// Inner4 and Inner6 are the host's overlay addresses (192.168.42.x,
 	// fd00:42::x); with NoTunnel they are on the wire NIC.
 	Inner4, Inner6 netip.Addr
+
+	peer *Host
+}
+
+// Peer returns the other host of h's overlay.
+func (h *Host) Peer() *Host { return h.peer }
+
+// TunnelFunc builds host h's end of an overlay's tunnel, once both hosts'
+// underlays are up: a tunnel socket on h.Stack and a device that sends to
+// peer.Outer and carries traffic for peer.Inner4 and peer.Inner6. cfg has
+// its defaults filled in. NewOverlay assigns h.Inner4 and h.Inner6 to the
+// returned device. What the function opens on h.Stack closes with it.
+type TunnelFunc func(h *Host, cfg OverlayConfig) (TunnelEnd, error)
+
+// TunnelEnd is what a TunnelFunc built on one host.
+type TunnelEnd struct {
+	// Device is the tunnel device; the inner addresses go on its NIC.
+	Device *stack.Device
+	// Socket is the tunnel socket the device sends through.
+	Socket *stack.Socket
+}
+
+// VXLAN is the TunnelFunc of a VXLAN overlay: one socket on port 4789 and
+// one device with cfg.VNI whose default remote is the peer.
+func VXLAN(h *Host, cfg OverlayConfig) (TunnelEnd, error) {
+	var err error
+	if h.Socket, err = vxlan.OpenSocket(h.Stack, vxlan.SocketConfig{}); err != nil {
+		return TunnelEnd{}, err
+	}
+	h.Device, err = h.Socket.AddDevice(nil, vxlan.Config{
+		VNI:             cfg.VNI,
+		Remotes:         []netip.Addr{h.Peer().Outer},
+		UnderlayMTU:     cfg.UnderlayMTU,
+		Learning:        cfg.Learning,
+		ChecksumOffload: cfg.ChecksumOffload,
+		GSO:             cfg.GSO,
+	})
+	if err != nil {
+		return TunnelEnd{}, err
+	}
+	return TunnelEnd{Device: h.Device.Device, Socket: h.Socket.Tunnel()}, nil
 }
 
 // Overlay is a two-host overlay built by NewOverlay.
@@ -114,34 +164,36 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 		if h.Underlay, err = h.Stack.AddNIC(w, stack.NICOptions{Name: "underlay"}); err != nil {
 			return nil, err
 		}
+		addrs := []netip.Prefix{outer[i]}
 		if cfg.NoTunnel {
 			// The baseline: inner addresses straight on the wire.
-			for _, p := range []netip.Prefix{inner4[i], inner6[i]} {
-				if err := h.Stack.AddAddress(h.Underlay, p); err != nil {
-					return nil, err
-				}
+			addrs = []netip.Prefix{inner4[i], inner6[i]}
+		}
+		for _, p := range addrs {
+			if err := h.Stack.AddAddress(h.Underlay, p); err != nil {
+				return nil, err
 			}
-			continue
 		}
-		if err := h.Stack.AddAddress(h.Underlay, outer[i]); err != nil {
-			return nil, err
-		}
-		if h.Socket, err = vxlan.OpenSocket(h.Stack, vxlan.SocketConfig{}); err != nil {
-			return nil, err
-		}
-		h.Device, err = h.Socket.AddDevice(nil, vxlan.Config{
-			VNI:             cfg.VNI,
-			Remotes:         []netip.Addr{outer[1-i].Addr()},
-			UnderlayMTU:     cfg.UnderlayMTU,
-			Learning:        cfg.Learning,
-			ChecksumOffload: cfg.ChecksumOffload,
-			GSO:             cfg.GSO,
-		})
+	}
+	o.A.peer, o.B.peer = o.B, o.A
+	if cfg.NoTunnel {
+		return o, nil
+	}
+	tunnel := cfg.Tunnel
+	if tunnel == nil {
+		tunnel = VXLAN
+	}
+	for i, h := range o.Hosts() {
+		end, err := tunnel(h, cfg)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("host %s: tunnel: %w", h.Name, err)
 		}
+		if end.Device == nil || end.Socket == nil {
+			return nil, fmt.Errorf("host %s: tunnel function returned no device or socket", h.Name)
+		}
+		h.Tunnel, h.TunnelSocket = end.Device, end.Socket
 		for _, p := range []netip.Prefix{inner4[i], inner6[i]} {
-			if err := h.Stack.AddAddress(h.Device.NIC(), p); err != nil {
+			if err := h.Stack.AddAddress(h.Tunnel.NIC(), p); err != nil {
 				return nil, err
 			}
 		}
@@ -162,6 +214,7 @@ func (o *Overlay) Close() error {
 		if h.Socket != nil {
 			errs = append(errs, h.Socket.Close())
 		}
+		// Closing the stack closes every tunnel socket and device on it.
 		h.Stack.Close()
 	}
 	return errors.Join(errs...)

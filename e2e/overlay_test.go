@@ -54,19 +54,19 @@ func TestOverlay(t *testing.T) {
 				}
 			}
 			if tt.cfg.NoTunnel {
-				if o.A.Device != nil {
+				if o.A.Tunnel != nil || o.A.Device != nil {
 					t.Error("NoTunnel overlay has a device")
 				}
 				return
 			}
-			ds := o.B.Device.Counters().Stats()
+			ds := o.B.Tunnel.Counters().Stats()
 			if ds.RxPackets == 0 || ds.RxBytes < uint64(2*tt.size) {
 				t.Errorf("B's device received %d packets, %d bytes; want at least %d bytes", ds.RxPackets, ds.RxBytes, 2*tt.size)
 			}
 			if ds.TotalDrops() != 0 {
 				t.Errorf("B's device dropped packets: %v", ds)
 			}
-			if ss := o.B.Socket.Tunnel().Counters().Stats(); ss.RxPackets < ds.RxPackets {
+			if ss := o.B.TunnelSocket.Counters().Stats(); ss.RxPackets < ds.RxPackets {
 				t.Errorf("B's socket received %d datagrams, fewer than its device's %d frames", ss.RxPackets, ds.RxPackets)
 			}
 		})
