@@ -4,7 +4,19 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/udptunnel/udptunnel/e2e"
 )
+
+// allProtocolsOverlays returns the overlay line that demo -proto all must
+// print for every protocol.
+func allProtocolsOverlays() []string {
+	var want []string
+	for _, name := range e2e.Protocols() {
+		want = append(want, "overlay:  "+name+", device ")
+	}
+	return want
+}
 
 func TestDemo(t *testing.T) {
 	tests := []struct {
@@ -20,6 +32,9 @@ func TestDemo(t *testing.T) {
 			[]string{"underlay: memlink fd00:99::1 <-> fd00:99::2", "(match)", "\nOK\n"}, ""},
 		{"impaired wire", []string{"demo", "-loss", "0.02", "-reorder", "0.02", "-size", "1048576", "-count", "3"}, 0,
 			[]string{"(match)", "\nOK\n"}, ""},
+		{"every protocol", []string{"demo", "-proto", "all", "-size", "1048576", "-count", "1"}, 0,
+			append(allProtocolsOverlays(), "\nOK\n"), ""},
+		{"unknown protocol", []string{"demo", "-proto", "nope"}, 2, nil, `-proto: unknown protocol "nope" (have vxlan`},
 		{"bad mtu", []string{"demo", "-mtu", "20"}, 2, nil, "MTU 20"},
 		{"bad loss", []string{"demo", "-loss", "2"}, 2, nil, "Impairment.Loss"},
 		{"stray argument", []string{"demo", "extra"}, 2, nil, `unexpected argument "extra"`},
