@@ -92,47 +92,70 @@ func benchTCP(b *testing.B, cfg e2e.OverlayConfig) {
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	for _, tunnel := range []bool{true, false} {
 		b.Run(map[bool]string{true: "vxlan", false: "direct"}[tunnel], func(b *testing.B) {
-			o, err := e2e.NewOverlay(e2e.OverlayConfig{NoTunnel: !tunnel, SyncWire: true})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer o.Close()
-			dst := netip.AddrPortFrom(o.B.Inner4, 7)
-			rx, err := o.B.Stack.ListenUDP(dst)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer rx.Close()
-			tx, err := o.A.Stack.DialUDP(dst)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tx.Close()
-			msg := make([]byte, 64)
-			buf := make([]byte, 2048)
-			// Resolve neighbours before measuring.
-			if _, err := tx.Write(msg); err != nil {
-				b.Fatal(err)
-			}
-			rx.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, _, err := rx.ReadFrom(buf); err != nil {
-				b.Fatal(err)
-			}
-			rx.SetReadDeadline(time.Time{})
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				if _, err := tx.Write(msg); err != nil {
-					b.Fatal(err)
-				}
-				if _, _, err := rx.ReadFrom(buf); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
+			benchUDPRoundTrip(b, e2e.OverlayConfig{NoTunnel: !tunnel, SyncWire: true})
 		})
 	}
+}
+
+// BenchmarkProtocols compares every registered protocol with the same
+// stacks without a tunnel ("direct"), in one run: "tcp" is one TCP stream
+// at underlay MTU 1500 with checksums computed (as BenchmarkTCP), "rtt" the
+// 64-byte UDP round of BenchmarkUDPRoundTrip.
+func BenchmarkProtocols(b *testing.B) {
+	for _, name := range append(e2e.Protocols(), "direct") {
+		cfg := e2e.OverlayConfig{NoTunnel: name == "direct"}
+		if !cfg.NoTunnel {
+			var err error
+			if cfg.Tunnel, err = e2e.Protocol(name); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run("tcp/"+name, func(b *testing.B) { benchTCP(b, cfg) })
+		cfg.SyncWire = true
+		b.Run("rtt/"+name, func(b *testing.B) { benchUDPRoundTrip(b, cfg) })
+	}
+}
+
+func benchUDPRoundTrip(b *testing.B, cfg e2e.OverlayConfig) {
+	o, err := e2e.NewOverlay(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	dst := netip.AddrPortFrom(o.B.Inner4, 7)
+	rx, err := o.B.Stack.ListenUDP(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := o.A.Stack.DialUDP(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Close()
+	msg := make([]byte, 64)
+	buf := make([]byte, 2048)
+	// Resolve neighbours before measuring.
+	if _, err := tx.Write(msg); err != nil {
+		b.Fatal(err)
+	}
+	rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := rx.ReadFrom(buf); err != nil {
+		b.Fatal(err)
+	}
+	rx.SetReadDeadline(time.Time{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := tx.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := rx.ReadFrom(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkts/s")
 }
 
 // crc32c is the benchmarks' integrity check: CRC-32C runs in hardware at
