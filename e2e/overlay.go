@@ -3,8 +3,10 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 
+	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
@@ -44,6 +46,9 @@ type OverlayConfig struct {
 	GSO bool
 	// Learning turns on FDB learning on both devices (VXLAN).
 	Learning bool
+	// Capture, if set, receives a pcap stream (LINKTYPE_RAW) of every
+	// packet host a sends and receives on the wire: see endpoints/capture.
+	Capture io.Writer
 	// SyncWire delivers each packet on the sender's goroutine (see
 	// memlink.Options.Sync): deterministic, and the way to measure the
 	// per-packet cost of a path without queueing.
@@ -161,7 +166,13 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 		} else {
 			o.B = h
 		}
-		if h.Underlay, err = h.Stack.AddNIC(w, stack.NICOptions{Name: "underlay"}); err != nil {
+		var ep stack.LinkEndpoint = w
+		if i == 0 && cfg.Capture != nil {
+			if ep, err = capture.New(w, cfg.Capture, capture.Options{LinkType: capture.LinkRaw}); err != nil {
+				return nil, err
+			}
+		}
+		if h.Underlay, err = h.Stack.AddNIC(ep, stack.NICOptions{Name: "underlay"}); err != nil {
 			return nil, err
 		}
 		addrs := []netip.Prefix{outer[i]}
