@@ -93,7 +93,7 @@ func NewOVS(t testing.TB, ns *Netns) *OVS {
 	if out, err := exec.Command("ovsdb-tool", "create", o.path("conf.db"), schema).CombinedOutput(); err != nil {
 		t.Fatalf("ovsdb-tool create: %v\n%s", err, out)
 	}
-	if o.db, err = o.start("ovsdb-server", o.path("conf.db"), "--remote=punix:"+o.path("db.sock"),
+	if o.db, err = o.start("ovsdb-server", "ovsdb-server", o.path("conf.db"), "--remote=punix:"+o.path("db.sock"),
 		"--pidfile="+o.path("ovsdb-server.pid"), "--unixctl="+o.path("ovsdb-server.ctl"),
 		"--log-file="+o.path("ovsdb-server.log"), "-vconsole:off", "--no-chdir"); err != nil {
 		t.Fatal(err)
@@ -102,7 +102,12 @@ func NewOVS(t testing.TB, ns *Netns) *OVS {
 		t.Fatalf("%v\n%s", err, o.readFile("ovsdb-server.log"))
 	}
 	o.Vsctl(t, "--no-wait", "init")
-	if o.sw, err = o.start("ovs-vswitchd", "unix:"+o.path("db.sock"),
+	// ovs-ctl, which the system service uses, runs ovs-vswitchd at nice
+	// -10 (--ovs-vswitchd-priority): its main thread also reads the
+	// AF_PACKET sockets of a netdev bridge's system ports, whose 208 KiB
+	// receive buffers overflow within milliseconds when it is not
+	// scheduled (see TestOVS).
+	if o.sw, err = o.start("ovs-vswitchd", "nice", "-n", "-10", "ovs-vswitchd", "unix:"+o.path("db.sock"),
 		"--pidfile="+o.path("ovs-vswitchd.pid"), "--unixctl="+o.path("ovs-vswitchd.ctl"),
 		"--log-file="+o.path("ovs-vswitchd.log"), "-vconsole:off", "--no-chdir"); err != nil {
 		t.Fatal(err)
@@ -126,11 +131,11 @@ type daemon struct {
 	err  error         // Wait's error, once done
 }
 
-// start starts a daemon in the foreground (no --detach): it is our child,
+// start starts a daemon (command line argv) in the foreground (no --detach): it is our child,
 // and we signal and reap it ourselves. Its console log is off; its log
 // file has everything.
-func (o *OVS) start(name string, args ...string) (*daemon, error) {
-	d := &daemon{name: name, cmd: o.Command(append([]string{name}, args...)...), done: make(chan struct{})}
+func (o *OVS) start(name string, argv ...string) (*daemon, error) {
+	d := &daemon{name: name, cmd: o.Command(argv...), done: make(chan struct{})}
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
