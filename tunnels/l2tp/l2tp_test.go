@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
@@ -178,3 +180,10 @@ func TestOverlay(t *testing.T) {
 		t.Errorf("device name %q, want l2tpeth7 (session id = VNI)", o.A.Tunnel.Name())
 	}
 }
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+// channelEndpoint returns an underlay that carries nothing anywhere.
+func channelEndpoint() *channel.Endpoint { return channel.New(64, 1500, "") }
