@@ -31,6 +31,12 @@ type dissector struct {
 // for a protocol missing here, so that a new protocol gets checked.
 var dissectors = map[string]dissector{
 	"vxlan": {id: "vxlan.vni", want: "42"},
+	// L2TPv3's cookie size, sublayer and pseudowire type are per-session
+	// configuration that Wireshark learns from the control connection;
+	// without one they are preferences, and the pseudowire type of a
+	// session it never saw set up (0) is decoded as Ethernet.
+	"l2tp": {id: "l2tp.sid", want: "0x0000002a", args: []string{"-o", "l2tp.cookie_size:4 Byte Cookie",
+		"-o", "l2tp.l2_specific:Default L2-Specific", "-d", "l2tp.pw_type==0,eth"}},
 }
 
 // TestProtocolsTshark captures each protocol's underlay while host a pings
