@@ -35,6 +35,17 @@ var (
 // Transmit implements stack.Transmitter: bareudp_xmit.
 func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 	d := (*Device)(t)
+	out, err := d.encapsulate(pkt)
+	if err != nil {
+		return err
+	}
+	return d.sock.sock.Xmit(out, d.xmitParams(pkt))
+}
+
+// encapsulate returns the outer packet for pkt with its tunnel header (the
+// label stack, or nothing) written and room for the UDP header: everything
+// bareudp does before udp_tunnel_xmit_skb. The caller owns the result.
+func (d *Device) encapsulate(pkt *stack.PacketBuffer) (*stack.PacketBuffer, error) {
 	proto := pkt.NetworkProtocolNumber
 	nh := pkt.NetworkHeader().Slice()
 	var labels []Label
@@ -52,25 +63,25 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 			dst = netip.AddrFrom16([16]byte(nh[24:40]))
 			ttl = header.IPv6(nh).HopLimit()
 		default:
-			return errWrongFamily
+			return nil, errWrongFamily
 		}
 		if labels = d.LabelsFor(dst); len(labels) == 0 {
-			return errNoLabel
+			return nil, errNoLabel
 		}
 		if d.cfg.LabelTTL != 0 {
 			ttl = d.cfg.LabelTTL // RFC 3443 pipe/short-pipe model
 		}
 		out, hdr := stack.NewTunnelPacket(pkt, len(labels)*EntryLen)
 		LabelStack(hdr).Encode(labels, 0, ttl)
-		return d.sock.sock.Xmit(out, d.xmitParams(pkt))
+		return out, nil
 	case proto == header.IPv4ProtocolNumber && d.cfg.EtherType == EtherTypeIPv4,
 		proto == header.IPv6ProtocolNumber && (d.cfg.EtherType == EtherTypeIPv6 || d.cfg.Multiproto):
 	default:
-		return errWrongFamily
+		return nil, errWrongFamily
 	}
 	// IP-in-UDP: no tunnel header at all, the payload is the packet.
 	out, _ := stack.NewTunnelPacket(pkt, 0)
-	return d.sock.sock.Xmit(out, d.xmitParams(pkt))
+	return out, nil
 }
 
 // xmitParams returns the outer header fields for pkt.
