@@ -52,6 +52,16 @@
 //     (RFC 3443 uniform model at the egress): the packet is delivered to
 //     the inner stack, not forwarded, so only TTLs of 0 and 1 matter and
 //     those are dropped.
+//   - Where the kernel differs and this package chose otherwise: the
+//     kernel's srcportmin defaults to 0 (source ports 0-65534), here to
+//     49152 as RFC 7510 §3 recommends; the kernel's device MTU is a fixed
+//     1500, here it is derived from the underlay ([Config.UnderlayMTU])
+//     like other tunnels; an ipv6 device in the kernel does not check the
+//     version nibble, here it must be 6.
+//   - ICMP errors for the outer flow are all accepted (the kernel's
+//     bareudp_err_lookup accepts everything too: with no header, a quoted
+//     datagram cannot be matched to a tunnel); "packet too big" from the
+//     remote lowers the device MTU.
 //   - TOS is not inherited from the inner header and ECN is not
 //     propagated (the kernel's ip_tunnel_ecn_encap/INET_ECN_decapsulate).
 //   - A transmitted packet of the wrong family is counted as DropBadHeader,
