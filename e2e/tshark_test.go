@@ -31,6 +31,10 @@ type dissector struct {
 // for a protocol missing here, so that a new protocol gets checked.
 var dissectors = map[string]dissector{
 	"vxlan": {id: "vxlan.vni", want: "42"},
+	// IP-in-UDP has no header and no port of its own: Wireshark takes
+	// 6635 for MPLS, so the payload is named IP (the dissector hands IPv6 on).
+	"bareudp": {id: "udp.dstport", want: "6635", args: []string{"-d", "udp.port==6635,ip"}},
+	"mplsudp": {id: "mpls.label", want: "1042"},
 	// L2TPv3's cookie size, sublayer and pseudowire type are per-session
 	// configuration that Wireshark learns from the control connection;
 	// without one they are preferences, and the pseudowire type of a
@@ -94,9 +98,12 @@ func tshark(t *testing.T, name string, d dissector, v6 bool) {
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}
-	out, err := exec.Command("tshark", args...).Output()
+	cmd := exec.Command("tshark", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("tshark %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("tshark %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	echo := map[string]int{}
 	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")

@@ -238,8 +238,9 @@ type Device struct {
 	// stack device exists.
 	nic atomic.Uint32
 
-	txMu sync.Mutex // orders sequence numbers with the wire when sending them
-	ns   uint32     // next sequence number to send, under txMu
+	txMu    sync.Mutex    // orders sequence numbers with the wire when sending them
+	txDepth atomic.Int32  // nesting depth of the packet sent under txMu
+	ns      atomic.Uint32 // next sequence number to send (modulo MaxSeq+1)
 
 	rxMu     sync.Mutex // the receive sequence state below
 	synced   bool       // a sequenced packet was received

@@ -9,13 +9,13 @@ func TestSendSeqWraps(t *testing.T) {
 	_, _, d := voidHost(t, benchConfig())
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
-	d.ns = MaxSeq
+	d.ns.Store(MaxSeq)
 	for _, want := range []uint32{0, 1} {
 		if err := (*transmitter)(d).Transmit(pkt); err != nil {
 			t.Fatal(err)
 		}
-		if d.ns != want {
-			t.Fatalf("next sequence number %d, want %d", d.ns, want)
+		if got := d.ns.Load() & MaxSeq; got != want {
+			t.Fatalf("next sequence number %d, want %d", got, want)
 		}
 	}
 }

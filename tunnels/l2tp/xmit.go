@@ -37,12 +37,34 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 	}
 	// Ns must reach the wire in order, or the peer's receive check drops
 	// the overtaken packet: number and send under one lock (the kernel
-	// relies on one transmit queue; gVisor may write from several
-	// goroutines).
-	d.txMu.Lock()
+	// relies on the device's one transmit queue and its lock; gVisor may
+	// write from several goroutines).
+	//
+	// A packet that comes back to this device while it is sending, through
+	// a routing loop of nested tunnels, arrives on the same goroutine, where
+	// Lock would deadlock; the kernel catches the same case by the owner of
+	// the transmit lock ("Dead loop on virtual device"). Such a packet is
+	// deeper than the one being sent, so a deeper packet that finds the
+	// lock taken is numbered and sent without it: a loop then goes on to
+	// the nesting limit and is dropped there, and a nested packet that
+	// another goroutine sends at that moment may at worst overtake one
+	// (which the peer counts as out of order).
+	depth := int32(stack.NestingDepth(pkt))
+	if !d.txMu.TryLock() {
+		if depth > d.txDepth.Load() {
+			return d.sendSeq(out, hdr, &f, p)
+		}
+		d.txMu.Lock()
+	}
 	defer d.txMu.Unlock()
-	f.SeqValid, f.Seq = true, d.ns
-	d.ns = (d.ns + 1) & MaxSeq
-	Header(hdr).Encode(&f)
-	return s.sock.Xmit(out, p)
+	d.txDepth.Store(depth)
+	return d.sendSeq(out, hdr, &f, p)
+}
+
+// sendSeq numbers and sends one packet of a session that sends sequence
+// numbers.
+func (d *Device) sendSeq(out *stack.PacketBuffer, hdr []byte, f *Fields, p stack.XmitParams) error {
+	f.SeqValid, f.Seq = true, (d.ns.Add(1)-1)&MaxSeq
+	Header(hdr).Encode(f)
+	return d.sock.sock.Xmit(out, p)
 }
