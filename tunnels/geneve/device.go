@@ -109,9 +109,10 @@ type Metadata struct {
 
 // ReceiveHook receives the metadata of each packet of a device in metadata
 // mode, with frame the inner frame (Ethernet, or IP for an L3 device).
-// Both are views valid only during the call. The hook runs on the
+// md.Options and frame alias the packet: they are valid only during the
+// call. md is passed by value so that the call never allocates. The hook runs on the
 // receiving goroutine and must not block.
-type ReceiveHook func(md *Metadata, frame []byte)
+type ReceiveHook func(md Metadata, frame []byte)
 
 // Config configures one Geneve device: one VNI, the kernel's
 // `ip link add NAME type geneve id VNI remote ADDR ...`.

@@ -124,7 +124,7 @@ func (d *Device) hook(pkt *stack.PacketBuffer, h Header, src, dst netip.AddrPort
 		md.TOS, _ = header.IPv6(nh).TOS()
 		md.TTL = header.IPv6(nh).HopLimit()
 	}
-	d.cfg.OnReceive(&md, h.Payload())
+	d.cfg.OnReceive(md, h.Payload())
 }
 
 // ReceiveError implements stack.ErrorReceiver: a "fragmentation needed" or

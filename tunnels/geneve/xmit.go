@@ -80,8 +80,8 @@ func (d *Device) xmit(pkt *stack.PacketBuffer, f *Fields, p stack.XmitParams) er
 // TxOptions are not added. This is the transmit half of metadata mode, for
 // OAM messages and applications that choose options per packet. frame is
 // copied; a failure is also counted on the device.
-func (d *Device) SendFrame(md *Metadata, frame []byte) error {
-	err := d.sendFrame(md, frame)
+func (d *Device) SendFrame(md Metadata, frame []byte) error {
+	err := d.sendFrame(&md, frame)
 	if err != nil {
 		d.Counters().Drop(stack.DropReasonOf(err))
 	}
