@@ -37,6 +37,13 @@
 //     sends, at no per-packet allocation.
 //   - Path MTU from ICMP errors, and ICMP error validation (LookupError).
 //
+// Drops are counted as Linux's geneve_udp_encap_recv and geneve_rx order
+// them: on the socket a short header (DropTruncated), a version other than
+// 0 or an option overrunning Opt Len (DropBadHeader) and an unknown VNI
+// (DropUnknownTunnel); on the device a protocol type foreign to its layer
+// (DropNotForUs, the kernel's rx_dropped), an unknown critical option or an
+// OAM packet without a hook (DropPolicy), and the framework's own drops.
+//
 // # What it is not
 //
 //   - A metadata-mode device is still bound to one VNI: unlike the kernel's
@@ -47,6 +54,9 @@
 //   - No "ttl inherit", no multicast remotes, no per-remote FDB (Geneve in
 //     Linux is point to point as well); no Geneve-specific GSO type
 //     (GSO packets are carried as the framework's VXLAN ones are).
+//   - An L3 device carries IPv4 and IPv6 only. Linux since 6.4 accepts any
+//     Ethertype with innerprotoinherit (MPLS, ...); the framework's L3
+//     device delivers IP alone.
 //   - Receive does not require the reserved bits to be zero (RFC 8926 §3.4
 //     says to ignore them, as Linux does).
 package geneve

@@ -69,7 +69,7 @@ func benchConfig() Config {
 // to an L2 device: headroom reserved, UDP, IPv4 and Ethernet pushed.
 func innerFrame(d *Device) *stack.PacketBuffer {
 	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: int(d.MaxHeaderLength()) + header.IPv4MinimumSize + header.UDPMinimumSize,
+		ReserveHeaderBytes: int(maxHeaderLength(d)) + header.IPv4MinimumSize + header.UDPMinimumSize,
 		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
 	})
 	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
@@ -84,9 +84,9 @@ func innerFrame(d *Device) *stack.PacketBuffer {
 	return pkt
 }
 
-// MaxHeaderLength exposes the device's link endpoint headroom to the
-// helpers above.
-func (d *Device) MaxHeaderLength() uint16 {
+// maxHeaderLength returns the headroom d's link endpoint asks the inner
+// stack to reserve.
+func maxHeaderLength(d *Device) uint16 {
 	return d.Stack().GVisor().GetLinkEndpointByName(d.Name()).MaxHeaderLength()
 }
 

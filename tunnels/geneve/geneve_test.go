@@ -26,15 +26,16 @@ import (
 )
 
 // TestRoundTrip runs ping and a hashed TCP transfer through L2 and L3
-// Geneve overlays over IPv4 and IPv6 underlays, both ways.
+// Geneve overlays over IPv4 and IPv6 underlays, both ways, and with GSO and
+// checksum offload.
 func TestRoundTrip(t *testing.T) {
 	for _, tun := range []struct {
 		name string
 		f    e2e.TunnelFunc
 	}{{"l2", e2e.Geneve}, {"l3", e2e.GeneveL3}} {
-		for _, v6 := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/ipv6-underlay=%v", tun.name, v6), func(t *testing.T) {
-				o, err := e2e.NewOverlay(e2e.OverlayConfig{Tunnel: tun.f, IPv6Underlay: v6, VNI: 4242})
+		for _, v := range []struct{ v6, gso bool }{{false, false}, {true, false}, {false, true}} {
+			t.Run(fmt.Sprintf("%s/ipv6-underlay=%v/gso=%v", tun.name, v.v6, v.gso), func(t *testing.T) {
+				o, err := e2e.NewOverlay(e2e.OverlayConfig{Tunnel: tun.f, IPv6Underlay: v.v6, VNI: 4242, GSO: v.gso})
 				if err != nil {
 					t.Fatal(err)
 				}
