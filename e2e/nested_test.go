@@ -15,6 +15,7 @@ import (
 
 // nestedPairs are the stackings the nesting tests run, inner over outer.
 var nestedPairs = []struct{ outer, inner string }{
+	{"geneve", "vxlan"},  // VXLAN inside Geneve, as the issue asks
 	{"vxlan", "l2tp"},    // an L2 pseudowire inside an L2 overlay
 	{"mplsudp", "vxlan"}, // an L2 overlay over an L3 one
 }
