@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/udptunnel/udptunnel/stack"
 )
@@ -24,6 +25,15 @@ type SocketConfig struct {
 	// through Tunnel().PacketConn() (unknown TEIDs, Error Indications,
 	// Echo Responses); 0 means 256.
 	QueueLen int
+	// ErrorIndications answers each G-PDU for an unknown TEID with an
+	// Error Indication (TS 29.281 §7.3.1) to the sender's address and port
+	// 2152, besides passing the G-PDU to the control plane. Off by
+	// default: the kernel leaves this to its userspace daemon.
+	ErrorIndications bool
+	// ErrorIndicationRate bounds the Error Indications sent per second,
+	// with bursts of as many (0 = 10); the excess is counted in
+	// SocketStats.ErrorIndicationsLimited.
+	ErrorIndicationRate int
 }
 
 // Socket is a GTP-U UDP socket: the encap that parses GTP-U headers, hands
@@ -38,6 +48,14 @@ type Socket struct {
 	devs  map[*Device]struct{}
 
 	echoRequests, echoResponses, echoErrors, endMarkers, passed atomic.Uint64
+	errInds, errIndsLimited, errIndErrors                       atomic.Uint64
+
+	// errInd is the Error Indication policy and its token bucket.
+	errInd     bool
+	errIndRate float64
+	bucketMu   sync.Mutex
+	tokens     float64
+	lastRefill time.Time
 }
 
 // teidEntry is what an incoming TEID maps to.
@@ -54,7 +72,14 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if cfg.QueueLen < 0 {
 		return nil, fmt.Errorf("gtpu socket: queue length %d: %w", cfg.QueueLen, stack.ErrInvalid)
 	}
-	s := &Socket{devs: map[*Device]struct{}{}}
+	if cfg.ErrorIndicationRate < 0 {
+		return nil, fmt.Errorf("gtpu socket: error indication rate %d: %w", cfg.ErrorIndicationRate, stack.ErrInvalid)
+	}
+	if cfg.ErrorIndicationRate == 0 {
+		cfg.ErrorIndicationRate = 10
+	}
+	s := &Socket{devs: map[*Device]struct{}{}, errInd: cfg.ErrorIndications, errIndRate: float64(cfg.ErrorIndicationRate)}
+	s.tokens, s.lastRefill = s.errIndRate, time.Now()
 	empty := map[TEID]teidEntry{}
 	s.teids.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
@@ -88,6 +113,12 @@ type SocketStats struct {
 	// PassedToUDP is the number of messages handed to the control plane
 	// (unknown TEID, Error Indication, Echo Response, other types).
 	PassedToUDP uint64
+	// ErrorIndications is the number of Error Indications sent.
+	ErrorIndications uint64
+	// ErrorIndicationsLimited is the number not sent for the rate limit.
+	ErrorIndicationsLimited uint64
+	// ErrorIndicationErrors is the number that could not be sent.
+	ErrorIndicationErrors uint64
 }
 
 // Stats returns a snapshot of the socket's signalling counters.
@@ -98,6 +129,10 @@ func (s *Socket) Stats() SocketStats {
 		EchoErrors:    s.echoErrors.Load(),
 		EndMarkers:    s.endMarkers.Load(),
 		PassedToUDP:   s.passed.Load(),
+
+		ErrorIndications:        s.errInds.Load(),
+		ErrorIndicationsLimited: s.errIndsLimited.Load(),
+		ErrorIndicationErrors:   s.errIndErrors.Load(),
 	}
 }
 

@@ -29,6 +29,10 @@
 //     other message type are handed to the socket's ordinary UDP face
 //     (stack.Socket.PacketConn) for a control-plane daemon, as the kernel
 //     passes them to userspace.
+//   - Optionally (SocketConfig.ErrorIndications, off by default as in the
+//     kernel), a G-PDU for an unknown TEID also draws an Error Indication
+//     (§7.3.1: TEID Data I and GTP-U Peer Address IEs, UDP Port extension
+//     header) to the sender's port 2152, rate-limited by a token bucket.
 //   - IPv4 and IPv6 underlays, DF, TTL, TOS, zero UDP checksums, checksum
 //     and segmentation offload for in-process underlays, path MTU from
 //     ICMP.
@@ -36,9 +40,10 @@
 // # What is not
 //
 //   - GTPv0 and GTP' (charging); the control plane (GTPv2-C, PFCP).
-//   - Sending Error Indications (§7.3.1) for unknown TEIDs and Supported
-//     Extension Headers Notifications (§7.2.3): both are left to the
-//     control plane, which receives the offending messages.
+//   - Supported Extension Headers Notifications (§7.2.3) are not sent for
+//     unknown comprehension-required extension headers; the message is
+//     dropped and counted. Error Indications received are not acted on
+//     (sessions are not torn down): they go to the control plane.
 //   - Sending sequence numbers or extension headers (the transmit path
 //     writes the plain 8-octet header, as the kernel does), QoS marking
 //     from the PDU Session Container's QFI, and the kernel's IPv6 UE

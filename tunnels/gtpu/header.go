@@ -3,6 +3,7 @@ package gtpu
 import (
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"strconv"
 )
 
@@ -436,4 +437,33 @@ func EncodeEchoResponse(b []byte, seq uint16) int {
 	b[LongHeaderLen] = IERecovery
 	b[LongHeaderLen+1] = 0
 	return EchoResponseLen
+}
+
+// ErrorIndicationMaxLen is the longest Error Indication this package sends:
+// the long header, a UDP Port extension header, TEID Data I and an IPv6
+// GTP-U Peer Address.
+const ErrorIndicationMaxLen = LongHeaderLen + 4 + 5 + 3 + 16
+
+// EncodeErrorIndication writes into b the Error Indication (§7.3.1) for a
+// G-PDU that arrived with the unknown TEID teid, from UDP source port
+// srcPort, at local address self: the S flag (§5.1: set in Error
+// Indications) with sequence number 0, header TEID 0, a UDP Port extension
+// header carrying srcPort (§5.2.2.1), the TEID Data I IE (§8.3, TV) and the
+// GTP-U Peer Address IE with self (§8.4, TLV). It returns the message
+// length, at most [ErrorIndicationMaxLen].
+func EncodeErrorIndication(b []byte, teid TEID, self netip.Addr, srcPort uint16) int {
+	addr := self.Unmap().AsSlice()
+	n := LongHeaderLen + 4 + 5 + 3 + len(addr)
+	_ = b[n-1]
+	Header(b).Encode(&Fields{Type: ErrorIndication, Length: uint16(n - HeaderLen), HasSeq: true, NextExt: ExtUDPPort})
+	o := LongHeaderLen
+	b[o], b[o+1], b[o+2], b[o+3] = 1, byte(srcPort>>8), byte(srcPort), ExtNone
+	o += 4
+	b[o] = IETEIDDataI
+	binary.BigEndian.PutUint32(b[o+1:], uint32(teid))
+	o += 5
+	b[o] = IEPeerAddress
+	binary.BigEndian.PutUint16(b[o+1:], uint16(len(addr)))
+	copy(b[o+3:], addr)
+	return n
 }

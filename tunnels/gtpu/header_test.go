@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -341,7 +342,9 @@ func TestGoldenPcap(t *testing.T) {
 	gtpu.Header(short).Encode(&gtpu.Fields{Type: gtpu.GPDU, Length: uint16(len(innerICMP)), TEID: 0x1234})
 	echo := make([]byte, gtpu.EchoResponseLen)
 	gtpu.EncodeEchoResponse(echo, 0x0102)
-	for _, p := range [][]byte{append(short, innerICMP...), append(psc, innerICMP...), echo} {
+	ei := make([]byte, gtpu.ErrorIndicationMaxLen)
+	ei = ei[:gtpu.EncodeErrorIndication(ei, 0x1234, netip.MustParseAddr("10.201.0.1"), 40000)]
+	for _, p := range [][]byte{append(short, innerICMP...), append(psc, innerICMP...), echo, ei} {
 		frames = append(frames, udpFrame(t, p))
 	}
 	path := filepath.Join("testdata", "gtpu.pcap")

@@ -9,6 +9,7 @@ package gtpu
 
 import (
 	"net/netip"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
@@ -24,7 +25,7 @@ var _ stack.ErrorLookup = (*encap)(nil)
 var _ stack.EncapCloser = (*encap)(nil)
 
 // Receive implements stack.Encap: gtp1u_udp_encap_recv.
-func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Verdict {
+func (e *encap) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.Verdict {
 	s := (*Socket)(e)
 	c := s.sock.Counters()
 	data := pkt.Data()
@@ -82,7 +83,11 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Ve
 	ent := (*s.teids.Load())[h.TEID()]
 	if ent.dev == nil {
 		// The kernel passes G-PDUs for unknown TEIDs to its userspace
-		// daemon (which may send an Error Indication, §7.3.1).
+		// daemon (which may send an Error Indication, §7.3.1), unless
+		// this socket is configured to send them itself.
+		if s.errInd {
+			s.sendErrorIndication(h.TEID(), src, dst.Addr())
+		}
 		s.passed.Add(1)
 		return stack.PassToUDP
 	}
@@ -177,6 +182,39 @@ func (s *Socket) sendEchoResponse(seq uint16, to netip.AddrPort) {
 		return
 	}
 	s.echoResponses.Add(1)
+}
+
+// sendErrorIndication reports unknown TEID t to the G-PDU's sender (§7.3.1)
+// at port 2152 (the GTP-U port of the sending entity, which may differ from
+// the datagram's source port, carried in the UDP Port extension header),
+// within the rate limit.
+func (s *Socket) sendErrorIndication(t TEID, from netip.AddrPort, self netip.Addr) {
+	if !s.takeToken() {
+		s.errIndsLimited.Add(1)
+		return
+	}
+	var b [ErrorIndicationMaxLen]byte
+	n := EncodeErrorIndication(b[:], t, self, from.Port())
+	if err := s.sock.SendDatagram(b[:n], netip.AddrPortFrom(from.Addr(), DefaultPort)); err != nil {
+		s.errIndErrors.Add(1)
+		return
+	}
+	s.errInds.Add(1)
+}
+
+// takeToken takes one token from the Error Indication bucket, refilled at
+// errIndRate per second up to errIndRate.
+func (s *Socket) takeToken() bool {
+	s.bucketMu.Lock()
+	defer s.bucketMu.Unlock()
+	now := time.Now()
+	s.tokens = min(s.errIndRate, s.tokens+now.Sub(s.lastRefill).Seconds()*s.errIndRate)
+	s.lastRefill = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
 }
 
 // ReceiveError implements stack.ErrorReceiver: a "fragmentation needed" or
