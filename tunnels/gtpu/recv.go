@@ -234,15 +234,25 @@ func (e *encap) ReceiveError(ie stack.ICMPError) {
 	}
 }
 
-// LookupError implements stack.ErrorLookup: an ICMP error counts only if it
-// quotes a GTP-U header. The TEID it quotes is the peer's, which this end
-// does not index, so only the header's form is checked.
+// LookupError implements stack.ErrorLookup (the encap_err_lookup analog):
+// an ICMP error counts only if it quotes a GTP-U header whose TEID is the
+// remote TEID of one of the socket's sessions, i.e. a G-PDU this socket
+// sent. Routers may quote as little as 8 octets of the UDP payload, enough
+// for the TEID.
 func (e *encap) LookupError(quoted []byte) bool {
 	if len(quoted) < HeaderLen {
 		return false
 	}
 	h := Header(quoted)
-	return h.Version() == Version && h.IsGTP()
+	if h.Version() != Version || !h.IsGTP() || h.Type() != GPDU {
+		return false
+	}
+	for _, ent := range *(*Socket)(e).teids.Load() {
+		if ent.sess.RemoteTEID == h.TEID() {
+			return true
+		}
+	}
+	return false
 }
 
 // CloseEncap implements stack.EncapCloser (gtp_encap_destroy): the socket
