@@ -22,7 +22,7 @@
 //     header chains, skipped without allocation; a comprehension-required
 //     type other than the known containers (PDU Session Container 0x85,
 //     RAN containers, PDCP numbers) is dropped as DropPolicy (§5.2.1).
-//   - Echo Request is answered with an Echo Response carrying the same
+//   - Echo Request (S flag set, TEID 0, else DropBadHeader) is answered with an Echo Response carrying the same
 //     sequence number and a Recovery IE of 0 (§7.2.2), from the socket,
 //     and counted ([Socket.Stats]); End Marker is consumed and counted.
 //   - G-PDUs for unknown TEIDs, Echo Responses, Error Indications and any
@@ -50,6 +50,14 @@
 //     prefix (/64) matching: UE addresses match exactly.
 //   - Checking that a G-PDU came from the session's peer address (the
 //     kernel does not either).
+//
+// # Differences from the kernel
+//
+// The kernel passes a datagram whose version is not 1 to its userspace
+// daemon; this package drops it as DropBadHeader, since no GTPv1-U daemon
+// can use it. The kernel answers Echo Requests only on sockets it created
+// and sends the response to port 2152; this package always answers, to the
+// request's source port (TS 29.281 §4.4.2.2).
 //
 // Octets after the end of the message that the Length field gives are
 // ignored; a datagram shorter than that length is dropped as truncated.

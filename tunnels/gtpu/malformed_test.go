@@ -57,6 +57,7 @@ func TestMalformedDatagrams(t *testing.T) {
 				{name: "E flag, extension past length", payload: mod(long(gtpu.ExtPDUSessionContainer, []byte{1, 0, 9, 0}, nil), func(b []byte) { b[12] = 2 }), sock: sock(stack.DropBadHeader)},
 				{name: "E flag, no room for the extension", payload: long(gtpu.ExtPDUSessionContainer, nil, nil), sock: sock(stack.DropBadHeader)},
 				{name: "Echo Request without S", payload: []byte{0x30, 1, 0, 0, 0, 0, 0, 0}, sock: sock(stack.DropBadHeader)},
+				{name: "Echo Request with a TEID", payload: []byte{0x32, 1, 0, 4, 0, 0, 0, 1, 0, 9, 0, 0}, sock: sock(stack.DropBadHeader)},
 				// Unknown TEID: the control plane's business (kernel: return 1).
 				{name: "unknown TEID", payload: gpduMsg(4242, up4), sock: ok, passed: 1},
 				// Errors in the T-PDU, counted on the device.

@@ -59,9 +59,10 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.
 	case GPDU:
 	case EchoRequest:
 		s.echoRequests.Add(1)
-		// §7.2.1: the S flag is set in an Echo Request; without it there
-		// is no sequence number to answer with (the kernel drops it too).
-		if !h.HasSeq() {
+		// §5.1: an Echo Request has the S flag set and TEID 0; without
+		// S there is no sequence number to answer with. The kernel's
+		// gtp1u_send_echo_resp drops both kinds too.
+		if !h.HasSeq() || h.TEID() != 0 {
 			c.Drop(stack.DropBadHeader)
 			return stack.Consumed
 		}
@@ -173,7 +174,8 @@ func understood(t uint8) bool {
 
 // sendEchoResponse answers an Echo Request (§7.2.2, gtp1u_send_echo_resp)
 // from the socket's port to the request's source address and port
-// (§4.4.2.2: a response goes to the request's source port).
+// (§4.4.2.2: a response goes to the request's source port; the kernel
+// sends it to port 2152 instead, the same thing for a peer on 2152).
 func (s *Socket) sendEchoResponse(seq uint16, to netip.AddrPort) {
 	var b [EchoResponseLen]byte
 	EncodeEchoResponse(b[:], seq)
