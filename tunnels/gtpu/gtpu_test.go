@@ -190,7 +190,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestOverlay runs the e2e harness's GTP-U overlay (e2e.GTPU) with GSO, which
+// TestOverlayGSO runs the e2e harness's GTP-U overlay (e2e.GTPU) with GSO, which
 // TestProtocols in e2e does not cover.
 func TestOverlayGSO(t *testing.T) {
 	o, err := e2e.NewOverlay(e2e.OverlayConfig{Tunnel: e2e.GTPU, GSO: true, IPv6Underlay: true})
