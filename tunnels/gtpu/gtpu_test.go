@@ -241,6 +241,9 @@ func TestEcho(t *testing.T) {
 	if got := from.(*net.UDPAddr).AddrPort(); got != netip.AddrPortFrom(hs[0].outer, gtpu.DefaultPort) {
 		t.Errorf("response from %v, want %v:%d", got, hs[0].outer, gtpu.DefaultPort)
 	}
+	// The response can arrive before the sender's SendDatagram returns and
+	// counts it.
+	eventually(t, "the echo response to be counted", func() bool { return hs[0].sock.Stats().EchoResponses == 1 })
 	if s := hs[0].sock.Stats(); s.EchoRequests != 1 || s.EchoResponses != 1 {
 		t.Errorf("stats %+v", s)
 	}
