@@ -33,6 +33,8 @@ var dissectors = map[string]dissector{
 	"vxlan":     {id: "vxlan.vni", want: "42"},
 	"geneve":    {id: "geneve.vni", want: "0x00002a"},
 	"geneve-l3": {id: "geneve.vni", want: "0x00002a"},
+	// Host a receives on TEID 42 and sends to 43; the field shows both.
+	"gtpu": {id: "gtp.teid"},
 	// IP-in-UDP has no header and no port of its own: Wireshark takes
 	// 6635 for MPLS, so the payload is named IP (the dissector hands IPv6 on).
 	"bareudp": {id: "udp.dstport", want: "6635", args: []string{"-d", "udp.port==6635,ip"}},
