@@ -11,7 +11,7 @@ import (
 // inner builds its tunnel with those addresses as its underlay. Every packet
 // between the inner addresses is thus encapsulated twice, and on receive
 // enters the stack three times: the kernel's stacked tunnel devices. The
-// returned TunnelEnd is inner's; the VXLAN fields of Host (Socket, Device)
+// returned TunnelEnd is inner's, and outer's is appended to Host.Lower; the VXLAN fields of Host (Socket, Device)
 // are those of whichever layer is VXLAN, the inner one if both are.
 //
 // The two layers must use different UDP ports (two protocols, or one
@@ -45,6 +45,7 @@ func Nested(outer, inner TunnelFunc) TunnelFunc {
 		if hv.Socket != nil {
 			h.Socket, h.Device = hv.Socket, hv.Device
 		}
+		h.Lower = append(hv.Lower, oe)
 		return ie, nil
 	}
 }

@@ -70,6 +70,9 @@ type Host struct {
 	// TunnelSocket the tunnel socket under it (both nil with NoTunnel).
 	Tunnel       *stack.Device
 	TunnelSocket *stack.Socket
+	// Lower lists the tunnels that Tunnel runs over in a Nested overlay,
+	// outermost first (empty otherwise).
+	Lower []TunnelEnd
 	// Socket and Device are the host's VXLAN socket and device when the
 	// overlay is VXLAN (nil otherwise).
 	Socket *vxlan.Socket

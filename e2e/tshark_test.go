@@ -30,7 +30,21 @@ type dissector struct {
 // dissectors covers every registered protocol; TestProtocolsTshark fails
 // for a protocol missing here, so that a new protocol gets checked.
 var dissectors = map[string]dissector{
-	"vxlan": {id: "vxlan.vni", want: "42"},
+	"vxlan":     {id: "vxlan.vni", want: "42"},
+	"geneve":    {id: "geneve.vni", want: "0x00002a"},
+	"geneve-l3": {id: "geneve.vni", want: "0x00002a"},
+	// Host a receives on TEID 42 and sends to 43; the field shows both.
+	"gtpu": {id: "gtp.teid"},
+	// IP-in-UDP has no header and no port of its own: Wireshark takes
+	// 6635 for MPLS, so the payload is named IP (the dissector hands IPv6 on).
+	"bareudp": {id: "udp.dstport", want: "6635", args: []string{"-d", "udp.port==6635,ip"}},
+	"mplsudp": {id: "mpls.label", want: "1042"},
+	// L2TPv3's cookie size, sublayer and pseudowire type are per-session
+	// configuration that Wireshark learns from the control connection;
+	// without one they are preferences, and the pseudowire type of a
+	// session it never saw set up (0) is decoded as Ethernet.
+	"l2tp": {id: "l2tp.sid", want: "0x0000002a", args: []string{"-o", "l2tp.cookie_size:4 Byte Cookie",
+		"-o", "l2tp.l2_specific:Default L2-Specific", "-d", "l2tp.pw_type==0,eth"}},
 }
 
 // TestProtocolsTshark captures each protocol's underlay while host a pings
@@ -88,9 +102,12 @@ func tshark(t *testing.T, name string, d dissector, v6 bool) {
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}
-	out, err := exec.Command("tshark", args...).Output()
+	cmd := exec.Command("tshark", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("tshark %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("tshark %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	echo := map[string]int{}
 	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")

@@ -1,0 +1,5 @@
+//go:build !race
+
+package bareudp
+
+const raceEnabled = false

@@ -1,0 +1,5 @@
+//go:build !race
+
+package gtpu
+
+const raceEnabled = false
