@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/tun"
 	"github.com/udptunnel/udptunnel/stack"
+	"github.com/udptunnel/udptunnel/tunnels/geneve"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
 
@@ -70,8 +73,9 @@ func TestOVSInstance(t *testing.T) {
 }
 
 // TestOVS proves our tunnels against Open vSwitch's userspace datapath
-// (bridges with datapath_type=netdev, which need no kernel module), a second
-// implementation of VXLAN and the Geneve peer this kernel lacks.
+// (bridges with datapath_type=netdev, which need no kernel module): a second
+// implementation of VXLAN, and the Geneve peer this kernel lacks, without
+// and with TLV options both ways.
 //
 // OVS runs in namespace N with two bridges, as its native tunneling wants
 // them: br-int holds the tunnel port and an internal port vm0 with the
@@ -81,14 +85,15 @@ func TestOVSInstance(t *testing.T) {
 // and from ARP it sees on br-phy). Our stack sits on a TUN device ut0 in a
 // second namespace R, which routes between ut0 and the veth:
 //
-//	our stack:  vxlan42 10.213.0.1 -- underlay 10.211.1.1
-//	                                     | TUN fd
-//	netns R:                           ut0 10.211.1.2   (ip_forward)
-//	                                   vr  10.211.0.1
-//	                                     | veth
+//	our stack:  vxlan42 / geneve4242 10.213.0.1 -- underlay 10.211.1.1
+//	                                                   | TUN fd
+//	netns R:                                         ut0 10.211.1.2 (ip_forward)
+//	                                                 vr  10.211.0.1 (paced)
+//	                                                   | veth
 //	netns N:    br-phy: vo (no address, arp off), br-phy 10.211.0.2
-//	            br-int: vxlan0 (remote_ip=10.211.1.1, key=42),
-//	                    vm0 10.213.0.2 (mtu 1450)
+//	            br-int: vxlan0 (remote_ip=10.211.1.1, key=42) or
+//	                    geneve0 (remote_ip=10.211.1.1, key=4242),
+//	                    vm0 10.213.0.2 (mtu: our device's)
 //
 // (fd00:211:1::/64 and fd00:211::/64 for the IPv6 underlay.) R is needed
 // because OVS's underlay address must be on br-phy in N's kernel: a TUN in
@@ -100,19 +105,29 @@ func TestOVSInstance(t *testing.T) {
 //     with vo's MAC;
 //   - OVS drops UDP tunnel packets whose checksum a veth left unfinished
 //     (tx offload): nothing here sends such packets into vo, since R only
-//     forwards what our stack checksummed in full, and the kernel's own
-//     packets on vr are ARP and ping (see the counters subtests);
-//   - OVS does not fragment: vm0 gets the overlay MTU, 1450 (1430 over
-//     IPv6), the same our device derives;
-//   - OVS learns the next hop's MAC from ARP on br-phy: N pings R first.
+//     forwards what our stack checksummed in full (ethtool is not needed);
+//   - OVS does not fragment: vm0 gets our device's MTU (1450 for VXLAN
+//     over IPv4, 1430 over IPv6, 8 less with the Geneve option), and a
+//     full-size ping crosses both ways with DF;
+//   - OVS learns the next hop's MAC only from ARP on br-phy, and only once
+//     a tunnel port exists: N pings R after adding it.
+//
+// And one found here: ovs-vswitchd reads vo through an AF_PACKET socket
+// with a 208 KiB receive buffer that overflows silently (see newOVSPeer), so
+// R paces what it forwards into vo and OVS runs at nice -10 (see NewOVS).
 //
 // Each cell pings both ways, moves 4 MiB over TCP both ways with a SHA-256
-// check, decodes the underlay with tshark and checks zero drops on our
-// side.
+// check, has tshark decode the underlay (VNI, options, outer checksums),
+// and checks zero drops on our side; the option cells also check that OVS
+// matched our option on every packet and that we saw OVS's on every one.
 func TestOVS(t *testing.T) {
 	cells := []ovsCell{
 		{name: "vxlan-ipv4", proto: "vxlan"},
 		{name: "vxlan-ipv6", proto: "vxlan", ipv6: true},
+		{name: "geneve-ipv4", proto: "geneve"},
+		{name: "geneve-ipv6", proto: "geneve", ipv6: true},
+		{name: "geneve-options-ipv4", proto: "geneve", options: true},
+		{name: "geneve-options-ipv6", proto: "geneve", options: true, ipv6: true},
 	}
 	for _, c := range cells {
 		t.Run(c.name, func(t *testing.T) { testOVS(t, c) })
@@ -123,7 +138,17 @@ type ovsCell struct {
 	name  string
 	proto string // "vxlan" or "geneve"
 	ipv6  bool   // the underlay's family; the overlay is IPv4
+	// options sends a Geneve TLV option each way (class 0xffff, type 1,
+	// 4 bytes): ours with geneveOurOption's data, OVS's with
+	// geneveOVSOption's, set by an OpenFlow flow on tun_metadata0.
+	options bool
 }
+
+var (
+	geneveOptionKey = geneve.OptionKey{Class: 0xffff, Type: 1}
+	geneveOurOption = []byte{0xde, 0xad, 0xbe, 0xef}
+	geneveOVSOption = []byte{0xca, 0xfe, 0xf0, 0x0d}
+)
 
 var (
 	ovsOverlayUs  = netip.MustParsePrefix("10.213.0.1/24")
@@ -146,6 +171,10 @@ type ovsPeer struct {
 	ovsPort string
 	// nextHop is R's address on the veth, OVS's underlay gateway.
 	nextHop netip.Addr
+	// optionRx counts the Geneve packets our device received with OVS's
+	// option (good) and without it or with other data (bad); nil without
+	// options.
+	optionRx *struct{ good, bad atomic.Uint64 }
 }
 
 // newOVSPeer builds the underlay of the diagram above: namespaces, TUN,
@@ -271,11 +300,60 @@ func (p *ovsPeer) addVXLAN(t *testing.T) {
 	p.setOverlay(t, dev.InnerMTU())
 }
 
+// addGeneve adds OVS's geneve0 port and our Geneve device on VNI 4242.
+// With options, each side sends one TLV option: ours from the device's
+// TxOptions, OVS's from an OpenFlow flow that sets tun_metadata0, mapped to
+// the option with a TLV map. OVS's flows then forward a packet from us to
+// vm0 only when it carries our option with our data, so that traffic
+// proves OVS parsed it; our metadata hook counts what OVS sent.
+func (p *ovsPeer) addGeneve(t *testing.T, options bool) {
+	t.Helper()
+	p.vni, p.port, p.ovsPort = 4242, geneve.DefaultPort, "geneve0"
+	p.ovs.Vsctl(t, "add-port", "br-int", "geneve0", "--", "set", "interface", "geneve0", "type=geneve",
+		"options:remote_ip="+p.us.String(), "options:key=4242")
+	sock, err := geneve.OpenSocket(p.st, geneve.SocketConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := geneve.Config{VNI: 4242, Remote: p.them}
+	if options {
+		if cfg.TxOptions, err = geneve.AppendOption(nil, geneveOptionKey.Class, geneveOptionKey.Type, geneveOurOption); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Options = []geneve.OptionKey{geneveOptionKey}
+		rx := new(struct{ good, bad atomic.Uint64 })
+		p.optionRx = rx
+		cfg.OnReceive = func(md geneve.Metadata, _ []byte) {
+			if o, ok := md.Options.Find(geneveOptionKey); ok && bytes.Equal(o.Data(), geneveOVSOption) {
+				rx.good.Add(1)
+			} else {
+				rx.bad.Add(1)
+			}
+		}
+		p.ovs.Ofctl(t, "add-tlv-map", "br-int", fmt.Sprintf("{class=%#x,type=%#x,len=%d}->tun_metadata0",
+			geneveOptionKey.Class, geneveOptionKey.Type, len(geneveOVSOption)))
+		p.ovs.Ofctl(t, "del-flows", "br-int")
+		p.ovs.Ofctl(t, "add-flow", "br-int", fmt.Sprintf("priority=100,in_port=vm0,actions=set_field:%#x->tun_metadata0,output:geneve0",
+			binary.BigEndian.Uint32(geneveOVSOption)))
+		p.ovs.Ofctl(t, "add-flow", "br-int", fmt.Sprintf("priority=100,in_port=geneve0,tun_metadata0=%#x,actions=output:vm0",
+			binary.BigEndian.Uint32(geneveOurOption)))
+		p.ovs.Ofctl(t, "add-flow", "br-int", "priority=50,in_port=geneve0,actions=drop")
+	}
+	dev, err := sock.AddDevice(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.dev, p.sock = dev.Device, sock.Tunnel()
+	p.setOverlay(t, dev.InnerMTU())
+}
+
 func testOVS(t *testing.T, c ovsCell) {
 	p := newOVSPeer(t, c.ipv6)
 	switch c.proto {
 	case "vxlan":
 		p.addVXLAN(t)
+	case "geneve":
+		p.addGeneve(t, c.options)
 	default:
 		t.Fatalf("unknown protocol %q", c.proto)
 	}
@@ -340,6 +418,30 @@ func testOVS(t *testing.T, c ovsCell) {
 		t.Log(r)
 	})
 	t.Run("tshark", func(t *testing.T) { p.checkCapture(t, c) })
+	if c.options {
+		t.Run("options", func(t *testing.T) {
+			// Ours: OVS forwarded to vm0 only what matched our option.
+			flows := p.ovs.Ofctl(t, "dump-flows", "br-int")
+			t.Logf("ovs-ofctl dump-flows br-int:\n%s", flows)
+			for l := range strings.Lines(flows) {
+				n := -1
+				if _, after, ok := strings.Cut(l, "n_packets="); ok {
+					n, _ = strconv.Atoi(after[:strings.IndexByte(after, ',')])
+				}
+				switch {
+				case strings.Contains(l, "tun_metadata0=") && n < size/1500:
+					t.Errorf("OVS matched our option on %d packets, want all %d+ of the transfer: %s", n, size/1500, l)
+				case strings.Contains(l, "actions=drop") && n != 0:
+					t.Errorf("OVS dropped %d packets from us without our option: %s", n, l)
+				}
+			}
+			// OVS's: our hook saw it on every packet.
+			good, bad := p.optionRx.good.Load(), p.optionRx.bad.Load()
+			if bad != 0 || good < size/1500 {
+				t.Errorf("our device got %d packets with OVS's option %x and %d without, want all %d+ with", good, geneveOVSOption, bad, size/1500)
+			}
+		})
+	}
 	t.Run("counters", func(t *testing.T) {
 		ds, ss := p.dev.Counters().Stats(), p.sock.Counters().Stats()
 		t.Logf("device: %v", ds)
@@ -409,8 +511,30 @@ func (p *ovsPeer) decode(c ovsCell) tunnelDecode {
 	case "vxlan":
 		return tunnelDecode{port: vxlan.DefaultPort, fields: []string{"vxlan.vni"},
 			check: func(row map[string]string, _ bool) error {
-				if row["vxlan.vni"] != "42" {
+				if vni, err := strconv.ParseUint(row["vxlan.vni"], 0, 32); err != nil || vni != 42 {
 					return fmt.Errorf("VNI %q, want 42", row["vxlan.vni"])
+				}
+				return nil
+			}}
+	case "geneve":
+		return tunnelDecode{port: geneve.DefaultPort,
+			fields: []string{"geneve.vni", "geneve.option.class", "geneve.option.type", "geneve.option.unknown.data"},
+			check: func(row map[string]string, fromUs bool) error {
+				// tshark prints Geneve's VNI in hex (0x001092).
+				if vni, err := strconv.ParseUint(row["geneve.vni"], 0, 32); err != nil || vni != 4242 {
+					return fmt.Errorf("VNI %q, want 4242", row["geneve.vni"])
+				}
+				want := [3]string{}
+				if c.options {
+					data := geneveOVSOption
+					if fromUs {
+						data = geneveOurOption
+					}
+					want = [3]string{fmt.Sprintf("%#04x", geneveOptionKey.Class), fmt.Sprintf("%#02x", geneveOptionKey.Type), fmt.Sprintf("%x", data)}
+				}
+				got := [3]string{row["geneve.option.class"], row["geneve.option.type"], strings.ReplaceAll(row["geneve.option.unknown.data"], ":", "")}
+				if got != want {
+					return fmt.Errorf("option class, type, data %q, want %q", got, want)
 				}
 				return nil
 			}}
