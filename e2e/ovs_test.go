@@ -188,6 +188,11 @@ func newOVSPeer(t *testing.T, ipv6 bool) *ovsPeer {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skipf("Open vSwitch peer: needs /dev/net/tun: %v", err)
 	}
+	for _, cmd := range []string{"ping", "tc", "ss", "nstat"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			t.Skipf("Open vSwitch peer: needs the %s command (iputils-ping or iproute2), not found in PATH", cmd)
+		}
+	}
 	p := &ovsPeer{n: e2e.NewNetns(t, "ut-ovs"), r: e2e.NewNetns(t, "ut-ovsr")}
 	p.ovs = e2e.NewOVS(t, p.n)
 	type addrs struct{ us, ut0, vr, brPhy netip.Prefix }
@@ -345,6 +350,64 @@ func (p *ovsPeer) addGeneve(t *testing.T, options bool) {
 	}
 	p.dev, p.sock = dev.Device, sock.Tunnel()
 	p.setOverlay(t, dev.InnerMTU())
+}
+
+// TestOVSGeneveCriticalOption checks RFC 8926 §3.5.1 against OVS: OVS
+// sends every packet with a critical option (type 0x81, the C bit set); our
+// device delivers them when it lists that option and drops them, counting
+// DropPolicy, when it does not.
+func TestOVSGeneveCriticalOption(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		name := "unknown-dropped"
+		if known {
+			name = "known-delivered"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := newOVSPeer(t, false)
+			key := geneve.OptionKey{Class: 0xffff, Type: 1 | geneve.TypeCritical}
+			p.vni, p.port, p.ovsPort = 4242, geneve.DefaultPort, "geneve0"
+			p.ovs.Vsctl(t, "add-port", "br-int", "geneve0", "--", "set", "interface", "geneve0", "type=geneve",
+				"options:remote_ip="+p.us.String(), "options:key=4242")
+			p.ovs.Ofctl(t, "add-tlv-map", "br-int", fmt.Sprintf("{class=%#x,type=%#x,len=4}->tun_metadata0", key.Class, key.Type))
+			p.ovs.Ofctl(t, "del-flows", "br-int")
+			p.ovs.Ofctl(t, "add-flow", "br-int", "in_port=vm0,actions=set_field:0xcafef00d->tun_metadata0,output:geneve0")
+			p.ovs.Ofctl(t, "add-flow", "br-int", "in_port=geneve0,actions=output:vm0")
+
+			sock, err := geneve.OpenSocket(p.st, geneve.SocketConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var critical atomic.Uint64 // packets with the C bit and the critical option
+			cfg := geneve.Config{VNI: 4242, Remote: p.them}
+			if known {
+				cfg.Options = []geneve.OptionKey{key}
+				cfg.OnReceive = func(md geneve.Metadata, _ []byte) {
+					if o, ok := md.Options.Find(key); ok && md.Critical && o.Critical() {
+						critical.Add(1)
+					}
+				}
+			}
+			dev, err := sock.AddDevice(nil, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.dev, p.sock = dev.Device, sock.Tunnel()
+			p.setOverlay(t, dev.InnerMTU()-8) // OVS adds the 8-byte option we do not send
+
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, err := e2e.Ping(ctx, p.st, ovsOverlayOVS.Addr(), 3, time.Second)
+			policy := p.dev.Counters().Stats().Dropped(stack.DropPolicy)
+			t.Logf("ping: %v (%v); device drops for policy: %d; critical options seen: %d", r, err, policy, critical.Load())
+			switch {
+			case known && (err != nil || r.Received != r.Sent || policy != 0 || critical.Load() < 3):
+				t.Errorf("with the option known: ping %v (%v), %d policy drops, %d packets seen with the critical option; want every reply, no drops, at least 3 seen",
+					r, err, policy, critical.Load())
+			case !known && (r.Received != 0 || policy == 0):
+				t.Errorf("with the option unknown: ping %v, %d policy drops; want no reply and DropPolicy counted", r, policy)
+			}
+		})
+	}
 }
 
 func testOVS(t *testing.T, c ovsCell) {
