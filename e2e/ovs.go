@@ -136,6 +136,10 @@ type daemon struct {
 // file has everything.
 func (o *OVS) start(name string, argv ...string) (*daemon, error) {
 	d := &daemon{name: name, cmd: o.Command(argv...), done: make(chan struct{})}
+	// Should the test binary die without its cleanups (a -timeout panic),
+	// the kernel kills the daemons with it (ip netns exec and nice exec
+	// the daemon, which keeps the setting).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
