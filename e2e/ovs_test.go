@@ -139,15 +139,15 @@ type ovsCell struct {
 	proto string // "vxlan" or "geneve"
 	ipv6  bool   // the underlay's family; the overlay is IPv4
 	// options sends a Geneve TLV option each way (class 0xffff, type 1,
-	// 4 bytes): ours with geneveOurOption's data, OVS's with
-	// geneveOVSOption's, set by an OpenFlow flow on tun_metadata0.
+	// 4 bytes): ours with ovsGeneveOurOption's data, OVS's with
+	// ovsGeneveOVSOption's, set by an OpenFlow flow on tun_metadata0.
 	options bool
 }
 
 var (
-	geneveOptionKey = geneve.OptionKey{Class: 0xffff, Type: 1}
-	geneveOurOption = []byte{0xde, 0xad, 0xbe, 0xef}
-	geneveOVSOption = []byte{0xca, 0xfe, 0xf0, 0x0d}
+	ovsGeneveOptionKey = geneve.OptionKey{Class: 0xffff, Type: 1}
+	ovsGeneveOurOption = []byte{0xde, 0xad, 0xbe, 0xef}
+	ovsGeneveOVSOption = []byte{0xca, 0xfe, 0xf0, 0x0d}
 )
 
 var (
@@ -320,26 +320,26 @@ func (p *ovsPeer) addGeneve(t *testing.T, options bool) {
 	}
 	cfg := geneve.Config{VNI: 4242, Remote: p.them}
 	if options {
-		if cfg.TxOptions, err = geneve.AppendOption(nil, geneveOptionKey.Class, geneveOptionKey.Type, geneveOurOption); err != nil {
+		if cfg.TxOptions, err = geneve.AppendOption(nil, ovsGeneveOptionKey.Class, ovsGeneveOptionKey.Type, ovsGeneveOurOption); err != nil {
 			t.Fatal(err)
 		}
-		cfg.Options = []geneve.OptionKey{geneveOptionKey}
+		cfg.Options = []geneve.OptionKey{ovsGeneveOptionKey}
 		rx := new(struct{ good, bad atomic.Uint64 })
 		p.optionRx = rx
 		cfg.OnReceive = func(md geneve.Metadata, _ []byte) {
-			if o, ok := md.Options.Find(geneveOptionKey); ok && bytes.Equal(o.Data(), geneveOVSOption) {
+			if o, ok := md.Options.Find(ovsGeneveOptionKey); ok && bytes.Equal(o.Data(), ovsGeneveOVSOption) {
 				rx.good.Add(1)
 			} else {
 				rx.bad.Add(1)
 			}
 		}
 		p.ovs.Ofctl(t, "add-tlv-map", "br-int", fmt.Sprintf("{class=%#x,type=%#x,len=%d}->tun_metadata0",
-			geneveOptionKey.Class, geneveOptionKey.Type, len(geneveOVSOption)))
+			ovsGeneveOptionKey.Class, ovsGeneveOptionKey.Type, len(ovsGeneveOVSOption)))
 		p.ovs.Ofctl(t, "del-flows", "br-int")
 		p.ovs.Ofctl(t, "add-flow", "br-int", fmt.Sprintf("priority=100,in_port=vm0,actions=set_field:%#x->tun_metadata0,output:geneve0",
-			binary.BigEndian.Uint32(geneveOVSOption)))
+			binary.BigEndian.Uint32(ovsGeneveOVSOption)))
 		p.ovs.Ofctl(t, "add-flow", "br-int", fmt.Sprintf("priority=100,in_port=geneve0,tun_metadata0=%#x,actions=output:vm0",
-			binary.BigEndian.Uint32(geneveOurOption)))
+			binary.BigEndian.Uint32(ovsGeneveOurOption)))
 		p.ovs.Ofctl(t, "add-flow", "br-int", "priority=50,in_port=geneve0,actions=drop")
 	}
 	dev, err := sock.AddDevice(nil, cfg)
@@ -498,7 +498,7 @@ func testOVS(t *testing.T, c ovsCell) {
 			// OVS's: our hook saw it on every packet.
 			good, bad := p.optionRx.good.Load(), p.optionRx.bad.Load()
 			if bad != 0 || good < size/1500 {
-				t.Errorf("our device got %d packets with OVS's option %x and %d without, want all %d+ with", good, geneveOVSOption, bad, size/1500)
+				t.Errorf("our device got %d packets with OVS's option %x and %d without, want all %d+ with", good, ovsGeneveOVSOption, bad, size/1500)
 			}
 		})
 	}
@@ -558,18 +558,18 @@ func (p *ovsPeer) diagnose(t *testing.T) {
 		gs.SegmentsSent.Value(), gs.Retransmits.Value(), gs.Timeouts.Value(), gs.FastRetransmit.Value())
 }
 
-// tunnelDecode is what tshark must say about one protocol's packets.
-type tunnelDecode struct {
+// ovsDecode is what tshark must say about one protocol's packets.
+type ovsDecode struct {
 	port   uint16   // UDP port tshark decodes the protocol on by default
 	fields []string // the protocol's fields to extract
 	// check checks one packet's protocol fields.
 	check func(row map[string]string, fromUs bool) error
 }
 
-func (p *ovsPeer) decode(c ovsCell) tunnelDecode {
+func (p *ovsPeer) decode(c ovsCell) ovsDecode {
 	switch c.proto {
 	case "vxlan":
-		return tunnelDecode{port: vxlan.DefaultPort, fields: []string{"vxlan.vni"},
+		return ovsDecode{port: vxlan.DefaultPort, fields: []string{"vxlan.vni"},
 			check: func(row map[string]string, _ bool) error {
 				if vni, err := strconv.ParseUint(row["vxlan.vni"], 0, 32); err != nil || vni != 42 {
 					return fmt.Errorf("VNI %q, want 42", row["vxlan.vni"])
@@ -577,7 +577,7 @@ func (p *ovsPeer) decode(c ovsCell) tunnelDecode {
 				return nil
 			}}
 	case "geneve":
-		return tunnelDecode{port: geneve.DefaultPort,
+		return ovsDecode{port: geneve.DefaultPort,
 			fields: []string{"geneve.vni", "geneve.option.class", "geneve.option.type", "geneve.option.unknown.data"},
 			check: func(row map[string]string, fromUs bool) error {
 				// tshark prints Geneve's VNI in hex (0x001092).
@@ -586,11 +586,11 @@ func (p *ovsPeer) decode(c ovsCell) tunnelDecode {
 				}
 				want := [3]string{}
 				if c.options {
-					data := geneveOVSOption
+					data := ovsGeneveOVSOption
 					if fromUs {
-						data = geneveOurOption
+						data = ovsGeneveOurOption
 					}
-					want = [3]string{fmt.Sprintf("%#04x", geneveOptionKey.Class), fmt.Sprintf("%#02x", geneveOptionKey.Type), fmt.Sprintf("%x", data)}
+					want = [3]string{fmt.Sprintf("%#04x", ovsGeneveOptionKey.Class), fmt.Sprintf("%#02x", ovsGeneveOptionKey.Type), fmt.Sprintf("%x", data)}
 				}
 				got := [3]string{row["geneve.option.class"], row["geneve.option.type"], strings.ReplaceAll(row["geneve.option.unknown.data"], ":", "")}
 				if got != want {
@@ -655,7 +655,7 @@ func (p *ovsPeer) checkCapture(t *testing.T, c ovsCell) {
 // tshark announces "Capturing on" before its capture sees packets, so we
 // first ping with sequence numbers from warmSeq until a packet shows up in
 // its live output; those rows are left out.
-func (p *ovsPeer) capture(t *testing.T, d tunnelDecode, ours, theirs int) []map[string]string {
+func (p *ovsPeer) capture(t *testing.T, d ovsDecode, ours, theirs int) []map[string]string {
 	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Skip("needs tshark (Wireshark), not found in PATH")
