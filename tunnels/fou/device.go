@@ -220,6 +220,7 @@ type Device struct {
 	key    tunnelKey
 	v6     bool // outer family
 	nic    atomic.Uint32
+	closed atomic.Bool // set by detach
 }
 
 // maxHeadroom bounds Config.Headroom.
@@ -258,11 +259,12 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 		d.protos = []Proto{cfg.Proto}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, fmt.Errorf("%v socket: %w", s.cfg.Type, stack.ErrClosed)
 	}
-	if err := s.reg.add(d, d.protos, d.key); err != nil {
+	if err := s.reg.check(d.protos, d.key); err != nil {
 		return nil, err
 	}
 	dev, err := stack.NewDevice(inner, stack.DeviceConfig{
@@ -278,12 +280,33 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 		OnClose:         d.detach,
 	}, (*transmitter)(d))
 	if err != nil {
-		s.reg.remove(d)
 		return nil, err
 	}
+	// The receive handlers see the device only once it is complete.
 	d.Device = dev
 	d.nic.Store(uint32(dev.NIC()))
+	if err := s.reg.add(d, d.protos, d.key); err != nil {
+		// Another socket's AddDevice took the pair meanwhile.
+		dev.Close()
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		dev.Close()
+		return nil, fmt.Errorf("%v socket: %w", s.cfg.Type, stack.ErrClosed)
+	}
 	s.devs[d] = struct{}{}
+	s.mu.Unlock()
+	if d.closed.Load() {
+		// Closed with its stack before it was registered: detach ran
+		// too early to unbind it.
+		s.reg.remove(d)
+		s.mu.Lock()
+		delete(s.devs, d)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%v device: %w", s.cfg.Type, stack.ErrClosed)
+	}
 	return d, nil
 }
 
@@ -346,6 +369,7 @@ func (d *Device) Close() error { return d.Device.Close() }
 // detach runs when the stack device closes, by Close or by its stack's
 // Close.
 func (d *Device) detach() {
+	d.closed.Store(true)
 	d.sock.reg.remove(d)
 	s := d.sock
 	s.mu.Lock()

@@ -134,15 +134,30 @@ func (r *registry) release(protos []Proto) {
 	}
 }
 
-// add binds d under keys in the handlers of protos; nothing changes on
-// error.
-func (r *registry) add(d *Device, protos []Proto, k tunnelKey) error {
+// check reports ErrExists if a device has k in the handler of one of
+// protos.
+func (r *registry) check(protos []Proto, k tunnelKey) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.checkLocked(protos, k)
+}
+
+func (r *registry) checkLocked(protos []Proto, k tunnelKey) error {
 	for _, p := range protos {
 		if (*r.handlers[p].devs.Load())[k] != nil {
 			return fmt.Errorf("remote %v local %v (%v): %w: another device has this tunnel", k.remote, k.local, p, stack.ErrExists)
 		}
+	}
+	return nil
+}
+
+// add binds d under k in the handlers of protos; nothing changes on
+// error.
+func (r *registry) add(d *Device, protos []Proto, k tunnelKey) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.checkLocked(protos, k); err != nil {
+		return err
 	}
 	for _, p := range protos {
 		h := r.handlers[p]
