@@ -3,6 +3,7 @@ package fou
 import (
 	"encoding/binary"
 	"errors"
+	"strconv"
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -79,14 +80,7 @@ func (p Proto) String() string {
 	case ProtoGRE:
 		return "gre"
 	}
-	return "ipproto-" + itoa(uint8(p))
-}
-
-func itoa(v uint8) string {
-	if v < 10 {
-		return string(rune('0' + v))
-	}
-	return itoa(v/10) + string(rune('0'+v%10))
+	return "ipproto-" + strconv.Itoa(int(p))
 }
 
 // GUE is a Generic UDP Encapsulation header stored in a byte slice,
@@ -118,7 +112,8 @@ type GUEFields struct {
 	// Flags are the flags field (§3.2.1); this package defines none.
 	Flags uint16
 	// ExtLen is the length of the extension fields in bytes (a multiple
-	// of 4, at most 124), which Encode leaves as they are.
+	// of 4, at most 124; Encode rounds down and clamps), whose bytes
+	// Encode leaves as they are.
 	ExtLen int
 }
 
@@ -202,10 +197,11 @@ func (h GUE) Payload() []byte { return h[h.HeaderLen():] }
 // panics, before writing, if h is shorter than GUEHeaderLen.
 func (h GUE) Encode(f *GUEFields) {
 	_ = h[GUEHeaderLen-1]
+	ext := min(max(f.ExtLen, 0)&^3, GUEMaxHeaderLen-GUEHeaderLen) // Hlen is 5 bits
 	header.GUE(h).Encode(&header.GUEFields{
 		Type:         0,
 		Control:      f.Control,
-		HeaderLength: uint8(GUEHeaderLen + f.ExtLen&^3),
+		HeaderLength: uint8(GUEHeaderLen + ext),
 		Protocol:     f.Proto,
 	})
 	h.SetFlags(f.Flags)

@@ -392,3 +392,19 @@ func readPcap(file []byte) ([][]byte, error) {
 	}
 	return frames, nil
 }
+
+// TestGUEEncodeExtLen: Hlen counts extension words and never spills into
+// the C bit or the version, whatever ExtLen says.
+func TestGUEEncodeExtLen(t *testing.T) {
+	for _, tc := range []struct{ ext, want int }{{0, 4}, {4, 8}, {7, 8}, {124, 128}, {200, 128}, {-4, 4}} {
+		b := make([]byte, 4)
+		fou.GUE(b).Encode(&fou.GUEFields{ExtLen: tc.ext, Proto: 4})
+		h := fou.GUE(b)
+		if h.HeaderLen() != tc.want || h.Variant() != 0 || h.Control() {
+			t.Errorf("ExtLen %d: header % x: hlen %d variant %d control %v, want hlen %d", tc.ext, b, h.HeaderLen(), h.Variant(), h.Control(), tc.want)
+		}
+	}
+	if got := fou.Proto(17).String(); got != "ipproto-17" {
+		t.Errorf("Proto(17) = %q", got)
+	}
+}
