@@ -39,6 +39,12 @@
 //   - No encapsulation of protocols other than IPv4, IPv6 and GRE (MPLS
 //     over FOU, for example), no remote-any devices (Remote is required),
 //     no "encap-sport" range, no TOS/TTL inheritance.
+//   - ICMP errors: "packet too big" for a device's remote lowers its MTU
+//     (the socket's stack.ErrorReceiver), but the package has no
+//     stack.ErrorLookup (the kernel's gue_err/fou error lookup), so an ICMP
+//     error quoting any datagram from the socket's port is believed.
+//   - No GRO on receive; GSO on transmit only as stack.DeviceConfig.GSO
+//     provides it.
 //   - An inner packet of a family the device does not carry is counted as
 //     DropBadHeader on transmit (stack.DropReasonOf has no path to
 //     DropNotForUs).
