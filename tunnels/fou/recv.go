@@ -72,13 +72,9 @@ func (e *gueEncap) Receive(pkt *stack.PacketBuffer, _, _ netip.AddrPort) stack.V
 		c.Drop(stack.DropPolicy)
 		return stack.Consumed
 	}
+	// A protocol without a handler (0, say) is counted by the socket as
+	// DropNoHandler.
 	proto := h.InnerProto()
-	if proto == 0 {
-		// Resubmit(0) would read as Consumed; IP protocol 0 (HOPOPT)
-		// has no handler here anyway.
-		c.Drop(stack.DropNoHandler)
-		return stack.Consumed
-	}
 	if n := h.HeaderLen(); n > 0 {
 		pkt.Data().Consume(n)
 	}

@@ -26,8 +26,8 @@ const srcPortMin, srcPortMax = 32768, 61000
 
 // errFamily is the error of an inner packet the device does not carry
 // (IPv6 into an IPIP device, IPv4 into an IPv6 one); counted as
-// DropBadHeader, the reason stack.DropReasonOf gives stack.ErrInvalid.
-var errFamily = fmt.Errorf("fou: inner protocol not carried by this device: %w", stack.ErrInvalid)
+// DropNotForUs, the reason stack.DropReasonOf gives stack.ErrUnsupported.
+var errFamily = fmt.Errorf("fou: inner protocol not carried by this device: %w", stack.ErrUnsupported)
 
 // transmitter is the Device's stack.Transmitter face.
 type transmitter Device
