@@ -45,7 +45,4 @@
 //     error quoting any datagram from the socket's port is believed.
 //   - No GRO on receive; GSO on transmit only as stack.DeviceConfig.GSO
 //     provides it.
-//   - An inner packet of a family the device does not carry is counted as
-//     DropBadHeader on transmit (stack.DropReasonOf has no path to
-//     DropNotForUs).
 package fou
