@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -84,6 +86,48 @@ func TestConfigErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q lacks %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// TestCheck runs `udptunnel check` on a configuration with one interface of
+// every protocol, then on ones that only the protocol packages refuse: the
+// error must name the interface and its line.
+func TestCheck(t *testing.T) {
+	good := `underlay: {address: 10.201.0.1}
+interfaces:
+  - {type: vxlan, id: 42, remote: 10.201.0.2, addresses: [192.168.42.1/24]}
+  - {type: geneve, id: 43, remote: 10.201.0.2, addresses: [192.168.43.1/24], geneve: {l3: true}}
+  - {type: l2tp, id: 44, remote: 10.201.0.2, addresses: [192.168.44.1/24], l2tp: {cookie: c00c1e42, seq: both, l2spec: default}}
+  - {type: gtpu, remote: 10.201.0.2, addresses: [192.168.45.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2, ue4: 192.168.45.2}]}}
+  - {type: fou, id: 46, remote: 10.201.0.2, addresses: [192.168.46.1/24]}
+  - {type: gue, remote: 10.201.0.3, addresses: [192.168.47.1/24]}
+  - {type: bareudp, remote: 10.201.0.4, port: 6636, addresses: [192.168.48.1/24]}
+  - {type: mplsudp, id: 1049, remote: 10.201.0.2, addresses: [192.168.49.1/24]}
+`
+	for _, tc := range []struct {
+		name, yaml string
+		code       int
+		want       string
+	}{
+		{"every protocol", good, 0, "OK"},
+		{"vni too large", good + "  - {type: vxlan, id: 16777216, remote: 10.201.0.2, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]: vni 16777216"},
+		{"duplicate vni", good + "  - {type: vxlan, id: 42, remote: 10.201.0.9, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]"},
+		{"seq without sublayer", "interfaces:\n  - {type: l2tp, id: 1, remote: 10.0.0.1, addresses: [10.1.0.1/24], l2tp: {seq: both}}\n", 1, "line 2: interfaces[0]: seq both"},
+		{"session without UE", "interfaces:\n  - {type: gtpu, remote: 10.0.0.1, addresses: [10.1.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2}]}}\n", 1, "line 2: interfaces[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := t.TempDir() + "/c.yaml"
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != tc.code {
+				t.Fatalf("exit %d, want %d\n%s%s", code, tc.code, stdout.String(), stderr.String())
+			}
+			if out := stdout.String() + stderr.String(); !strings.Contains(out, tc.want) {
+				t.Errorf("output lacks %q:\n%s", tc.want, out)
 			}
 		})
 	}
