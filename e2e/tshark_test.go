@@ -33,6 +33,9 @@ var dissectors = map[string]dissector{
 	"vxlan":     {id: "vxlan.vni", want: "42"},
 	"geneve":    {id: "geneve.vni", want: "0x00002a"},
 	"geneve-l3": {id: "geneve.vni", want: "0x00002a"},
+	// GRE-in-UDP (RFC 8086) on its IANA port 4754, keyed with the VNI.
+	"fou": {id: "gre.key", want: "0x0000002a"},
+	"gue": {skip: "Wireshark has no GUE dissector; tunnels/fou checks GUE against gVisor's header.GUE and hand-assembled golden packets"},
 	// Host a receives on TEID 42 and sends to 43; the field shows both.
 	"gtpu": {id: "gtp.teid"},
 	// IP-in-UDP has no header and no port of its own: Wireshark takes

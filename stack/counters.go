@@ -96,6 +96,7 @@ func DropReasons() []DropReason {
 type Counters struct {
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
+	passed             atomic.Uint64
 	drops              [numDropReasons]atomic.Uint64
 }
 
@@ -111,6 +112,10 @@ func (c *Counters) Tx(n int) {
 	c.txBytes.Add(uint64(n))
 }
 
+// Pass counts one datagram an Encap handed to the socket's plain UDP face
+// (the PassToUDP verdict).
+func (c *Counters) Pass() { c.passed.Add(1) }
+
 // Drop counts one packet dropped for reason r.
 func (c *Counters) Drop(r DropReason) {
 	if r < numDropReasons {
@@ -125,6 +130,7 @@ func (c *Counters) Stats() Stats {
 		RxBytes:   c.rxBytes.Load(),
 		TxPackets: c.txPackets.Load(),
 		TxBytes:   c.txBytes.Load(),
+		Passed:    c.passed.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
@@ -136,6 +142,10 @@ func (c *Counters) Stats() Stats {
 type Stats struct {
 	RxPackets, RxBytes uint64
 	TxPackets, TxBytes uint64
+	// Passed counts the datagrams a socket's Encap passed on to the
+	// socket's plain UDP face for a control plane (PassToUDP), whether
+	// or not its queue then had room.
+	Passed uint64
 	// Drops is indexed by DropReason.
 	Drops [numDropReasons]uint64
 }
@@ -161,6 +171,9 @@ func (s Stats) TotalDrops() uint64 {
 // only where non-zero.
 func (s Stats) String() string {
 	out := fmt.Sprintf("rx %d pkts %d bytes, tx %d pkts %d bytes", s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes)
+	if s.Passed != 0 {
+		out += fmt.Sprintf(", passed to udp %d", s.Passed)
+	}
 	for i, d := range s.Drops {
 		if d != 0 {
 			out += fmt.Sprintf(", drop %s=%d", DropReason(i), d)

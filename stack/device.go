@@ -389,6 +389,8 @@ func DropReasonOf(err error) DropReason {
 		return DropTooBig
 	case errors.Is(err, ErrClosed):
 		return DropDeviceDown
+	case errors.Is(err, ErrUnsupported):
+		return DropNotForUs
 	case errors.Is(err, ErrInvalid):
 		return DropBadHeader
 	}
@@ -398,6 +400,11 @@ func DropReasonOf(err error) DropReason {
 // ErrNoRemote is returned by a Transmitter that has no remote for a
 // packet's destination (no FDB entry and no default entry, no session).
 var ErrNoRemote = errors.New("no remote for destination")
+
+// ErrUnsupported is returned by a Transmitter for an inner packet of a
+// protocol the device does not carry (IPv6 on an IPv4-only device, a
+// non-IP packet on an L3 device); it is counted as DropNotForUs.
+var ErrUnsupported = errors.New("inner protocol not carried by the device")
 
 // WritePackets implements stack.LinkWriter.WritePackets: the inner stack's
 // packets enter the tunnel here (ndo_start_xmit).

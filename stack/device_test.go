@@ -373,6 +373,7 @@ func TestDeviceTransmitErrorsCounted(t *testing.T) {
 		{"nesting", stack.ErrNestingLimit, stack.DropNestingLimit},
 		{"closed", stack.ErrClosed, stack.DropDeviceDown},
 		{"invalid", stack.ErrInvalid, stack.DropBadHeader},
+		{"unsupported", fmt.Errorf("ipv6 on an ipv4 device: %w", stack.ErrUnsupported), stack.DropNotForUs},
 		{"other", errors.New("boom"), stack.DropWriteError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,6 +54,7 @@ func (e *socketEndpoint) HandlePacket(_ gstack.TransportEndpointID, pkt *PacketB
 	switch {
 	case v == Consumed:
 	case v > 0: // PassToUDP
+		so.counters.Pass()
 		if !so.queue.push(src, pkt.Data().AsRange().ToSlice()) {
 			so.counters.Drop(DropQueueFull)
 		}

@@ -125,13 +125,19 @@ const (
 // Resubmit returns the verdict that hands the packet, with data positioned
 // after whatever the Encap consumed, to the handler registered for IP
 // protocol proto (see Stack.RegisterIPProtocol). FOU uses it.
-func Resubmit(proto tcpip.TransportProtocolNumber) Verdict { return Verdict(-int(proto)) }
+//
+// The kernel's encap_rcv returns -proto, which leaves no way to resubmit
+// protocol 0 (it reads as "consumed"); here a verdict is -(proto+1), so that
+// a protocol field of 0 taken from a header (GUE's, say) is no silent
+// "consumed" but reaches the missing handler and is counted as
+// DropNoHandler.
+func Resubmit(proto tcpip.TransportProtocolNumber) Verdict { return Verdict(-int(proto) - 1) }
 
 // ResubmitProtocol reports whether v is a resubmit verdict, and for which
 // IP protocol.
 func (v Verdict) ResubmitProtocol() (tcpip.TransportProtocolNumber, bool) {
-	if v < 0 && v >= -255 {
-		return tcpip.TransportProtocolNumber(-v), true
+	if v < 0 && v >= -256 {
+		return tcpip.TransportProtocolNumber(-v - 1), true
 	}
 	return 0, false
 }

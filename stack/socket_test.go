@@ -295,6 +295,9 @@ func TestReceivePassToUDP(t *testing.T) {
 	if got := so.Counters().Stats().Dropped(stack.DropQueueFull); got != 1 {
 		t.Errorf("DropQueueFull = %d, want 1 (queue of 2, 3 datagrams)", got)
 	}
+	if got := so.Counters().Stats().Passed; got != 3 {
+		t.Errorf("Passed = %d, want 3 (the queue's overflow included)", got)
+	}
 	if n := len(rec.received()); n != 3 {
 		t.Errorf("encap saw %d datagrams, want 3", n)
 	}
@@ -517,7 +520,8 @@ func TestVerdictResubmitProtocol(t *testing.T) {
 		{"ipip", stack.Resubmit(4), 4, true},
 		{"ipv6 in ip", stack.Resubmit(41), 41, true},
 		{"255", stack.Resubmit(255), 255, true},
-		{"out of range", stack.Verdict(-256), 0, false},
+		{"0 is not consumed", stack.Resubmit(0), 0, true},
+		{"out of range", stack.Verdict(-257), 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			proto, ok := tc.v.ResubmitProtocol()

@@ -3,6 +3,8 @@
 //	udptunnel demo [flags]   two in-process hosts joined by a VXLAN overlay:
 //	                         ping across it, move data over TCP with a hash
 //	                         check, print RTT, throughput and counters
+//	udptunnel check -c FILE  validate a configuration file: every value,
+//	                         and every interface built in memory
 //	udptunnel version        print the version
 //
 // The demo needs no root and no configuration: everything runs inside the
@@ -28,6 +30,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return demo(args[1:], stdout, stderr)
+	case "check":
+		return check(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "udptunnel", version())
 		return 0
@@ -46,6 +50,7 @@ func usage(w io.Writer) {
 commands:
   demo      run an in-process VXLAN overlay between two hosts and check it
             (no root, no configuration; "udptunnel demo -h" lists its flags)
+  check     validate a configuration file (-c FILE) without starting anything
   version   print the version
 `)
 }

@@ -34,7 +34,7 @@ func TestDemo(t *testing.T) {
 			[]string{"(match)", "\nOK\n"}, ""},
 		{"every protocol", []string{"demo", "-proto", "all", "-size", "1048576", "-count", "1"}, 0,
 			append(allProtocolsOverlays(), "\nOK\n"), ""},
-		{"unknown protocol", []string{"demo", "-proto", "nope"}, 2, nil, `-proto: unknown protocol "nope" (have vxlan`},
+		{"unknown protocol", []string{"demo", "-proto", "nope"}, 2, nil, `-proto: unknown protocol "nope" (have bareudp, fou, geneve`},
 		{"bad mtu", []string{"demo", "-mtu", "20"}, 2, nil, "MTU 20"},
 		{"bad loss", []string{"demo", "-loss", "2"}, 2, nil, "Impairment.Loss"},
 		{"stray argument", []string{"demo", "extra"}, 2, nil, `unexpected argument "extra"`},

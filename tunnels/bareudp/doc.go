@@ -64,7 +64,4 @@
 //     remote lowers the device MTU.
 //   - TOS is not inherited from the inner header and ECN is not
 //     propagated (the kernel's ip_tunnel_ecn_encap/INET_ECN_decapsulate).
-//   - A transmitted packet of the wrong family is counted as DropBadHeader,
-//     not DropNotForUs: a Transmitter error can only name its reason
-//     through stack.DropReasonOf's sentinels.
 package bareudp

@@ -24,9 +24,8 @@ var _ stack.Transmitter = (*transmitter)(nil)
 var (
 	// errWrongFamily: the inner packet is not what the device carries
 	// (IPv6 on an IPv4 device without Multiproto); bareudp_xmit drops it.
-	// It wraps stack.ErrInvalid, counted as DropBadHeader: the framework
-	// has no way to count it as DropNotForUs (see the package doc).
-	errWrongFamily = fmt.Errorf("bareudp: inner packet of a family the device does not carry: %w", stack.ErrInvalid)
+	// It wraps stack.ErrUnsupported, counted as DropNotForUs.
+	errWrongFamily = fmt.Errorf("bareudp: inner packet of a family the device does not carry: %w", stack.ErrUnsupported)
 	// errNoLabel: an MPLS device has neither a route nor default labels
 	// for the inner destination, so there is no LSP to send it on.
 	errNoLabel = fmt.Errorf("bareudp: no MPLS label stack for destination: %w", stack.ErrNoRemote)

@@ -30,7 +30,7 @@ func TestEncapsulate(t *testing.T) {
 		{"mpls pipe TTL", func() Config { c := mplsConfig(); c.LabelTTL = 5; return c }(), []EntryFields{{Label: 1042, BottomOfStack: true, TTL: 5}}, nil},
 		{"mpls route", route(mplsConfig()), []EntryFields{{Label: 500, TTL: 64}, {Label: 600, BottomOfStack: true, TTL: 64}}, nil},
 		{"mpls without labels", func() Config { c := mplsConfig(); c.Labels = nil; return c }(), nil, stack.ErrNoRemote},
-		{"ipv4 on an ipv6 device", Config{EtherType: EtherTypeIPv6, Remote: voidRemote}, nil, stack.ErrInvalid},
+		{"ipv4 on an ipv6 device", Config{EtherType: EtherTypeIPv6, Remote: voidRemote}, nil, stack.ErrUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, d := voidHost(t, tc.cfg)

@@ -205,7 +205,7 @@ func TestL3Transmit(t *testing.T) {
 	if _, gn := wireGeneve(t, h.sent(t)); gn.Protocol != layers.EthernetTypeIPv6 {
 		t.Errorf("ping over L3: protocol %v", gn.Protocol)
 	}
-	if err := d.SendFrame(geneve.Metadata{}, []byte{0x50, 0, 0, 0}); !errors.Is(err, stack.ErrInvalid) {
+	if err := d.SendFrame(geneve.Metadata{}, []byte{0x50, 0, 0, 0}); !errors.Is(err, stack.ErrUnsupported) {
 		t.Errorf("SendFrame of a version-5 packet on an L3 device: %v", err)
 	}
 }

@@ -20,6 +20,10 @@ type transmitter Device
 
 // Transmit implements stack.Transmitter: geneve_xmit with the device's
 // configured remote and its current TxOptions.
+// errNotIP is the error of an L3 device asked to carry anything but IPv4
+// or IPv6; it is counted as DropNotForUs.
+var errNotIP = fmt.Errorf("geneve: L3 device carries only IPv4 and IPv6: %w", stack.ErrUnsupported)
+
 func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 	d := (*Device)(t)
 	if !d.cfg.Remote.IsValid() {
@@ -65,7 +69,7 @@ func (d *Device) xmit(pkt *stack.PacketBuffer, f *Fields, p stack.XmitParams) er
 		case header.IPv6ProtocolNumber:
 			f.Protocol = ProtoIPv6
 		default:
-			return fmt.Errorf("geneve: L3 device cannot carry network protocol %#04x: %w", pkt.NetworkProtocolNumber, stack.ErrInvalid)
+			return errNotIP
 		}
 	}
 	out, hdr := stack.NewTunnelPacket(pkt, HeaderLen+len(f.Options))

@@ -47,8 +47,8 @@ type Socket struct {
 	teids atomic.Pointer[map[TEID]teidEntry] // incoming TEID -> session
 	devs  map[*Device]struct{}
 
-	echoRequests, echoResponses, echoErrors, endMarkers, passed atomic.Uint64
-	errInds, errIndsLimited, errIndErrors                       atomic.Uint64
+	echoRequests, echoResponses, echoErrors, endMarkers atomic.Uint64
+	errInds, errIndsLimited, errIndErrors               atomic.Uint64
 
 	// errInd is the Error Indication policy and its token bucket.
 	errInd     bool
@@ -128,7 +128,7 @@ func (s *Socket) Stats() SocketStats {
 		EchoResponses: s.echoResponses.Load(),
 		EchoErrors:    s.echoErrors.Load(),
 		EndMarkers:    s.endMarkers.Load(),
-		PassedToUDP:   s.passed.Load(),
+		PassedToUDP:   s.sock.Counters().Stats().Passed,
 
 		ErrorIndications:        s.errInds.Load(),
 		ErrorIndicationsLimited: s.errIndsLimited.Load(),

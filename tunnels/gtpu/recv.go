@@ -77,7 +77,6 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.
 		// Echo Response, Error Indication, Supported Extension Headers
 		// Notification and anything unknown go to the control plane, as
 		// the kernel returns 1 for every type but G-PDU.
-		s.passed.Add(1)
 		return stack.PassToUDP
 	}
 
@@ -89,7 +88,6 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.
 		if s.errInd {
 			s.sendErrorIndication(h.TEID(), src, dst.Addr())
 		}
-		s.passed.Add(1)
 		return stack.PassToUDP
 	}
 	d, ss := ent.dev, ent.sess

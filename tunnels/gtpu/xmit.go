@@ -25,7 +25,7 @@ var (
 	// "no PDP ctx found for this packet").
 	errNoSession = fmt.Errorf("gtpu: no session for the UE address: %w", stack.ErrNoRemote)
 	// errNotIP: the device carries IPv4 and IPv6 only.
-	errNotIP = fmt.Errorf("gtpu: not an IP packet: %w", stack.ErrInvalid)
+	errNotIP = fmt.Errorf("gtpu: not an IP packet: %w", stack.ErrUnsupported)
 	// errTooLong: the T-PDU does not fit the 16-bit Length field.
 	errTooLong = fmt.Errorf("gtpu: packet longer than the Length field allows: %w", stack.ErrTooBig)
 )

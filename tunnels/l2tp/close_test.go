@@ -46,9 +46,9 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Errorf("session 42 still maps to %s after Device.Close", d.Name())
 		}
 		// Its traffic now reaches the control plane instead.
-		before := a.sock.PassedToUDP()
+		before := a.sock.Tunnel().Counters().Stats().Passed
 		e2eQuietPing(hs[1], a)
-		if a.sock.PassedToUDP() == before {
+		if a.sock.Tunnel().Counters().Stats().Passed == before {
 			t.Error("data messages for the closed session were not passed to the control plane")
 		}
 		// ... and the name and the ID can be used again.

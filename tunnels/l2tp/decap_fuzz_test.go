@@ -47,7 +47,7 @@ func FuzzDecap(f *testing.F) {
 	accounted := func() uint64 {
 		ss, ds := s.Tunnel().Counters().Stats(), d.Counters().Stats()
 		// A passed datagram the full queue then drops is counted twice.
-		return ss.TotalDrops() - ss.Dropped(stack.DropQueueFull) + s.PassedToUDP() + ds.RxPackets + ds.TotalDrops()
+		return ss.TotalDrops() - ss.Dropped(stack.DropQueueFull) + s.Tunnel().Counters().Stats().Passed + ds.RxPackets + ds.TotalDrops()
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		if len(payload) > 9000 {
@@ -58,7 +58,7 @@ func FuzzDecap(f *testing.F) {
 		before := accounted()
 		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
 		if got := accounted() - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, passed %d, device %v)", len(payload), got, s.Tunnel().Counters().Stats(), s.PassedToUDP(), d.Counters().Stats())
+			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, passed %d, device %v)", len(payload), got, s.Tunnel().Counters().Stats(), s.Tunnel().Counters().Stats().Passed, d.Counters().Stats())
 		}
 	})
 }

@@ -48,11 +48,10 @@ type SocketConfig struct {
 // l2tp_udp_encap_recv returns them to the daemon's socket. It is the
 // kernel's struct l2tp_tunnel with encap udp.
 type Socket struct {
-	sock   *stack.Socket
-	cfg    SocketConfig
-	v6     bool
-	src    netip.Addr // outer source address; zero lets the route choose
-	passed atomic.Uint64
+	sock *stack.Socket
+	cfg  SocketConfig
+	v6   bool
+	src  netip.Addr // outer source address; zero lets the route choose
 
 	mu       sync.Mutex // serializes changes of sessions
 	sessions atomic.Pointer[map[SessionID]*Device]
@@ -114,11 +113,6 @@ func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 
 // Config returns the tunnel's configuration, defaults applied.
 func (s *Socket) Config() SocketConfig { return s.cfg }
-
-// PassedToUDP returns how many datagrams the socket handed to its plain
-// UDP face (control messages, Session ID 0, unknown sessions), including
-// those then dropped because the queue was full (DropQueueFull).
-func (s *Socket) PassedToUDP() uint64 { return s.passed.Load() }
 
 // Device returns the session with local Session ID id, or nil.
 func (s *Socket) Device(id SessionID) *Device { return (*s.sessions.Load())[id] }

@@ -93,7 +93,7 @@ func (s sender) send(payload []byte) outcome {
 	t := s.t
 	t.Helper()
 	sock, dev := s.to.sock.Tunnel().Counters(), s.to.dev.Counters()
-	sb, db, pb := sock.Stats(), dev.Stats(), s.to.sock.PassedToUDP()
+	sb, db, pb := sock.Stats(), dev.Stats(), s.to.sock.Tunnel().Counters().Stats().Passed
 	if err := s.from.sock.Tunnel().SendDatagram(payload, netip.AddrPortFrom(s.to.outer, l2tp.DefaultPort)); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func (s sender) send(payload []byte) outcome {
 		st := sock.Stats()
 		return st.RxPackets+st.TotalDrops() > sb.RxPackets+sb.TotalDrops()
 	})
-	o := outcome{Sock: since(sb, sock), Dev: since(db, dev), Passed: s.to.sock.PassedToUDP() != pb}
+	o := outcome{Sock: since(sb, sock), Dev: since(db, dev), Passed: s.to.sock.Tunnel().Counters().Stats().Passed != pb}
 	if o.Passed {
 		// The control plane reads exactly the datagram, from the peer.
 		pc := s.to.sock.Tunnel().PacketConn()

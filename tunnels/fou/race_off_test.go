@@ -1,0 +1,5 @@
+//go:build !race
+
+package fou
+
+const raceEnabled = false

@@ -1,0 +1,8 @@
+package fou_test
+
+import (
+	"net"
+	"net/netip"
+)
+
+func netAddr(a netip.AddrPort) net.Addr { return net.UDPAddrFromAddrPort(a) }
