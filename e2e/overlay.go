@@ -49,6 +49,10 @@ type OverlayConfig struct {
 	// Capture, if set, receives a pcap stream (LINKTYPE_RAW) of every
 	// packet host a sends and receives on the wire: see endpoints/capture.
 	Capture io.Writer
+	// InnerCapture, if set, receives a pcap stream of the packets host
+	// a's tunnel device sends and receives: Ethernet frames for an L2
+	// tunnel, IP packets for an L3 one (stack.Options.WrapDevice).
+	InnerCapture io.Writer
 	// SyncWire delivers each packet on the sender's goroutine (see
 	// memlink.Options.Sync): deterministic, and the way to measure the
 	// per-packet cost of a path without queueing.
@@ -162,7 +166,17 @@ func NewOverlay(cfg OverlayConfig) (_ *Overlay, err error) {
 		}
 	}()
 	for i, w := range []*memlink.Endpoint{wa, wb} {
-		h := &Host{Name: string(rune('a' + i)), Stack: stack.New(stack.Options{}), Wire: w, Outer: outer[i].Addr(),
+		var opts stack.Options
+		if i == 0 && cfg.InnerCapture != nil {
+			opts.WrapDevice = func(_ string, layer stack.Layer, ep stack.LinkEndpoint) (stack.LinkEndpoint, error) {
+				lt := capture.LinkRaw
+				if layer == stack.L2 {
+					lt = capture.LinkEthernet
+				}
+				return capture.New(ep, cfg.InnerCapture, capture.Options{LinkType: lt})
+			}
+		}
+		h := &Host{Name: string(rune('a' + i)), Stack: stack.New(opts), Wire: w, Outer: outer[i].Addr(),
 			Inner4: inner4[i].Addr(), Inner6: inner6[i].Addr()}
 		if i == 0 {
 			o.A = h

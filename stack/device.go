@@ -178,6 +178,12 @@ func NewDevice(st *Stack, cfg DeviceConfig, tx Transmitter) (*Device, error) {
 	d.baseMTU = mtu
 
 	var ep LinkEndpoint = (*linkEndpoint)(d)
+	if wrap := st.wrapDevice; wrap != nil {
+		var err error
+		if ep, err = wrap(cfg.Name, cfg.Layer, ep); err != nil {
+			return nil, fmt.Errorf("device %s: wrap: %w", cfg.Name, err)
+		}
+	}
 	if cfg.Layer == L2 {
 		mac := cfg.MAC
 		if mac == nil {

@@ -49,6 +49,13 @@ type Options struct {
 	// over in-process wires bimodal on these 2-core machines (about 10 or
 	// 25 Gbit/s, from run to run).
 	TCPAutoTune bool
+
+	// WrapDevice, if set, wraps the link endpoint of every tunnel device
+	// created in this stack (NewDevice) before it is attached: for L2
+	// devices below gVisor's Ethernet wrapper, so the wrapper sees whole
+	// frames. It is the place for a packet capture of the inner traffic
+	// (endpoints/capture: LinkEthernet for L2, LinkRaw for L3).
+	WrapDevice func(name string, layer Layer, ep LinkEndpoint) (LinkEndpoint, error)
 }
 
 // Stack is a gVisor network stack with IPv4, IPv6, ARP, UDP, TCP and ICMP,
@@ -56,8 +63,9 @@ type Options struct {
 // IP protocol handlers for resubmitted packets. The kernel analog is one
 // network namespace.
 type Stack struct {
-	gs  *gstack.Stack
-	log *slog.Logger
+	gs         *gstack.Stack
+	log        *slog.Logger
+	wrapDevice func(name string, layer Layer, ep LinkEndpoint) (LinkEndpoint, error)
 
 	// routeGen is bumped whenever routes, addresses or NICs change through
 	// this type, invalidating the sockets' route caches.
@@ -113,10 +121,11 @@ func New(opts Options) *Stack {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Stack{
-		gs:      gs,
-		log:     log,
-		sockets: make(map[*Socket]struct{}),
-		devices: make(map[*Device]struct{}),
+		gs:         gs,
+		log:        log,
+		wrapDevice: opts.WrapDevice,
+		sockets:    make(map[*Socket]struct{}),
+		devices:    make(map[*Device]struct{}),
 	}
 }
 

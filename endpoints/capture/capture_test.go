@@ -15,6 +15,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
 
+	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
@@ -170,5 +171,58 @@ func TestNewErrors(t *testing.T) {
 	}
 	if _, err := capture.New(wa, &failAfter{}, capture.Options{LinkType: capture.LinkRaw}); !errors.Is(err, errDiskFull) {
 		t.Errorf("New with a failing writer: %v, want the writer's error", err)
+	}
+}
+
+// TestInnerCapture captures the tunnel device of an L2 (VXLAN) and an L3
+// (GUE) overlay through stack.Options.WrapDevice: the L2 capture must hold
+// Ethernet frames, the L3 one bare IP packets, both with the inner echoes.
+func TestInnerCapture(t *testing.T) {
+	for _, tc := range []struct {
+		proto string
+		link  layers.LinkType
+	}{{"vxlan", layers.LinkTypeEthernet}, {"gue", layers.LinkTypeRaw}} {
+		t.Run(tc.proto, func(t *testing.T) {
+			tunnel, err := e2e.Protocol(tc.proto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			o, err := e2e.NewOverlay(e2e.OverlayConfig{Tunnel: tunnel, InnerCapture: &buf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, err := e2e.Ping(ctx, o.A.Stack, o.B.Inner4, 2, time.Second)
+			o.Close()
+			if err != nil || r.Received != 2 {
+				t.Fatalf("ping: %v %v", r, err)
+			}
+			rd, err := pcapgo.NewReader(&buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rd.LinkType() != tc.link {
+				t.Fatalf("link type %v, want %v", rd.LinkType(), tc.link)
+			}
+			echoes := 0
+			for {
+				data, _, err := rd.ReadPacketData()
+				if err != nil {
+					break
+				}
+				p := gopacket.NewPacket(data, rd.LinkType(), gopacket.Default)
+				if (p.Layer(layers.LayerTypeEthernet) != nil) != (tc.link == layers.LinkTypeEthernet) {
+					t.Errorf("packet with Ethernet=%v in a %v capture", p.Layer(layers.LayerTypeEthernet) != nil, tc.link)
+				}
+				if p.Layer(layers.LayerTypeICMPv4) != nil {
+					echoes++
+				}
+			}
+			if echoes != 4 {
+				t.Errorf("captured %d ICMP echoes, want 2 requests and 2 replies", echoes)
+			}
+		})
 	}
 }
