@@ -662,7 +662,7 @@ func (p *ovsPeer) capture(t *testing.T, d ovsDecode, ours, theirs int) []map[str
 	}
 	fields := append([]string{"icmp.seq", "ip.src", "ipv6.src", "icmp.type", "udp.checksum", "udp.checksum.status"}, d.fields...)
 	args := []string{"tshark", "-i", "ut0", "-f", fmt.Sprintf("udp port %d", d.port), "-Y", "icmp",
-		"-l", "-a", "duration:20", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t"}
+		"-l", "-a", "duration:60", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t"}
 	for _, f := range fields {
 		args = append(args, "-e", f)
 	}
@@ -704,7 +704,10 @@ func (p *ovsPeer) capture(t *testing.T, d ovsDecode, ours, theirs int) []map[str
 	defer stop()
 
 	const warmSeq = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	// tshark starts in a second or two, but takes far longer on a loaded
+	// machine (CI runs packages in parallel): the generous limit costs
+	// nothing when it is quick.
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	var rows []map[string]string
 	var log strings.Builder
@@ -735,7 +738,10 @@ warm:
 		}
 	}
 	for i := range ours {
-		if _, err := p.st.Ping(ctx, ovsOverlayOVS.Addr(), uint16(1+i), 56); err != nil {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := p.st.Ping(pctx, ovsOverlayOVS.Addr(), uint16(1+i), 56)
+		pcancel()
+		if err != nil {
 			t.Errorf("ping during capture: %v", err)
 		}
 	}
