@@ -216,7 +216,8 @@ type Forwarder struct {
 	closer   func() error // closes the listener
 	wg       sync.WaitGroup
 	mu       sync.Mutex
-	closed   bool
+	closed   bool                  // Close was called
+	stopping bool                  // Shutdown was called: the listener is closed
 	conns    map[net.Conn]struct{} // TCP: both ends of every connection
 	sessions map[netip.AddrPort]*session
 
@@ -349,8 +350,36 @@ func (f *Forwarder) Stats() Stats {
 	}
 }
 
+// Shutdown closes the listener, lets open TCP connections finish until ctx
+// is done, then closes everything as Close does (UDP sessions have nothing
+// in flight to wait for). It returns ctx's error if connections had to be
+// cut.
+func (f *Forwarder) Shutdown(ctx context.Context) error {
+	f.mu.Lock()
+	if !f.closed && !f.stopping {
+		f.stopping = true
+		f.closer()
+	}
+	f.mu.Unlock()
+	var err error
+	if f.cfg.Proto == TCP {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for err == nil && f.active.Load() != 0 {
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	f.Close()
+	return err
+}
+
+// isClosed reports whether the listener was closed on purpose.
 func (f *Forwarder) isClosed() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.closed
+	return f.closed || f.stopping
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -513,4 +514,67 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// TestShutdown: the listener closes at once, an open TCP connection may
+// finish (drain) or is cut when the context ends.
+func TestShutdown(t *testing.T) {
+	o := overlay(t)
+	target := netip.AddrPortFrom(o.B.Inner4, 5007)
+	ln, err := o.B.Stack.ListenTCP(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, drain := range []bool{true, false} {
+		t.Run(fmt.Sprintf("drain=%v", drain), func(t *testing.T) {
+			f := start(t, o.A.Stack, forward.Forward{Proto: forward.TCP, Direction: forward.HostToOverlay, Target: target})
+			c, err := net.Dial("tcp", f.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			far, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer far.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			if drain {
+				cancel()
+				ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+			}
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- f.Shutdown(ctx) }()
+			waitFor(t, "listener closed", func() bool {
+				c, err := net.Dial("tcp", f.Addr().String())
+				if err == nil {
+					c.Close()
+				}
+				return err != nil
+			})
+			if drain {
+				io.WriteString(c, "after shutdown")
+				buf := make([]byte, 14)
+				far.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(far, buf); err != nil || string(buf) != "after shutdown" {
+					t.Errorf("connection during shutdown: read %q, %v", buf, err)
+				}
+				c.Close()
+				far.Close()
+				if err := <-done; err != nil {
+					t.Errorf("Shutdown = %v, want nil after the connection ended", err)
+				}
+				return
+			}
+			if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+				t.Errorf("connection after Shutdown's deadline: read error %v, want a close", err)
+			}
+		})
+	}
 }

@@ -104,7 +104,8 @@ type Server struct {
 	Config Config
 
 	mu        sync.Mutex
-	closed    bool
+	closed    bool // Close was called
+	stopping  bool // Shutdown was called: no more listeners
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
@@ -141,7 +142,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.mu.Lock()
 	s.init()
-	if s.closed {
+	if s.closed || s.stopping {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
@@ -160,7 +161,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		c, err := ln.Accept()
 		if err != nil {
 			s.mu.Lock()
-			closed := s.closed
+			closed := s.closed || s.stopping
 			s.mu.Unlock()
 			if closed {
 				return ErrServerClosed
@@ -220,6 +221,38 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// Shutdown closes the listeners, lets the open connections finish until
+// ctx is done, then closes what is left as Close does. It returns ctx's
+// error if connections had to be cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.init()
+	s.stopping = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	err := waitIdle(ctx, func() bool { return s.active.Load() == 0 })
+	s.Close()
+	return err
+}
+
+// waitIdle polls idle until it is true or ctx is done, as net/http's
+// Shutdown does: connections end on their own goroutines, nothing to
+// wait on.
+func waitIdle(ctx context.Context, idle func() bool) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !idle() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -252,6 +285,9 @@ func (s *Server) serveConn(c net.Conn) {
 	br := bufio.NewReader(lr)
 	req, err := http.ReadRequest(br)
 	if err != nil {
+		if s.ctx.Err() != nil {
+			return // Close closed c under the read: not the client's fault
+		}
 		s.badRequest.Add(1)
 		if lr.N <= 0 {
 			log.Debug("request head too large", "limit", maxHeader)
@@ -300,6 +336,9 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	up, err := s.dial(ctx, addrs, port)
 	if err != nil {
+		if s.ctx.Err() != nil {
+			return // aborted by Close
+		}
 		status := http.StatusBadGateway
 		if isTimeout(err) {
 			status = http.StatusGatewayTimeout

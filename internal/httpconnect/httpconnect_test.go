@@ -440,3 +440,72 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestShutdown: new clients are refused at once, an open tunnel may finish
+// (first case) or is cut when the context ends (second case).
+func TestShutdown(t *testing.T) {
+	o := overlay(t)
+	target := netip.AddrPortFrom(o.B.Inner4, 5006)
+	ln, err := o.B.Stack.ListenTCP(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, drain := range []bool{true, false} {
+		t.Run(fmt.Sprintf("drain=%v", drain), func(t *testing.T) {
+			s := &httpconnect.Server{Config: httpconnect.Config{Dialer: o.A.Stack}}
+			proxy := serve(t, s)
+			resp, c, err := connect(proxy, connectRequest(target.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("CONNECT: %s", resp.Status)
+			}
+			defer c.Close()
+			far, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer far.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			if drain {
+				cancel()
+				ctx, cancel = context.WithTimeout(context.Background(), 20*time.Second)
+			}
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- s.Shutdown(ctx) }()
+			waitFor(t, "listener closed", func() bool {
+				c, err := net.Dial("tcp", proxy)
+				if err == nil {
+					c.Close()
+				}
+				return err != nil
+			})
+			if drain {
+				// The tunnel still carries data, then both ends close.
+				io.WriteString(c, "after shutdown")
+				buf := make([]byte, 14)
+				far.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(far, buf); err != nil || string(buf) != "after shutdown" {
+					t.Errorf("tunnel during shutdown: read %q, %v", buf, err)
+				}
+				c.Close()
+				far.Close()
+				if err := <-done; err != nil {
+					t.Errorf("Shutdown = %v, want nil after the tunnel ended", err)
+				}
+				return
+			}
+			if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+				t.Errorf("tunnel after Shutdown's deadline: read error %v, want a close", err)
+			}
+		})
+	}
+}
