@@ -388,3 +388,51 @@ func TestNewServerErrors(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkTransfer measures a CONNECT stream through the proxy into the
+// overlay (compare e2e's BenchmarkTCP for the overlay alone).
+func BenchmarkTransfer(b *testing.B) {
+	o, err := e2e.NewOverlay(e2e.OverlayConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	s, err := socks5.NewServer(socks5.Config{Dialer: o.A.Stack})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(ln)
+	defer s.Close()
+	dst := netip.AddrPortFrom(o.B.Inner4, 5001)
+	target, err := o.B.Stack.ListenTCP(dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer target.Close()
+	const size = 64 << 20
+	b.SetBytes(size)
+	for b.Loop() {
+		_, err := e2e.Transfer(context.Background(), target, func() (net.Conn, error) {
+			conn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				return nil, err
+			}
+			req := append([]byte{5, 1, 0, 5, 1, 0}, socksAddr(dst.Addr(), "", dst.Port())...)
+			if _, err := conn.Write(req); err != nil {
+				return nil, err
+			}
+			// Method selection (2 bytes) and an IPv4 reply (10 bytes).
+			if _, err := io.ReadFull(conn, make([]byte, 2+10)); err != nil {
+				return nil, err
+			}
+			return conn, nil
+		}, size, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
