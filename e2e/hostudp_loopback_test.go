@@ -5,6 +5,10 @@ package e2e_test
 import (
 	"context"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +168,42 @@ func testHostPair(t *testing.T, a, b *hostVTEP) {
 			t.Errorf("tunnel socket drops: %v", ss)
 		}
 	}
+}
+
+// TestHostUDPLoopbackUnprivileged runs TestHostUDPLoopback again as user
+// nobody (setpriv), when the tests run as root: the endpoint itself must
+// need no privileges.
+func TestHostUDPLoopbackUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("already unprivileged: TestHostUDPLoopback is the proof")
+	}
+	if os.Getenv("HOSTUDP_UNPRIVILEGED") != "" {
+		t.Skip("inside the unprivileged run")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("needs setpriv (util-linux) to drop privileges")
+	}
+	// The test binary may sit in a directory only root can enter.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "e2e.test")
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		bin, "-test.run=^TestHostUDPLoopback$", "-test.v", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOSTUDP_UNPRIVILEGED=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestHostUDPLoopback ") {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+	t.Logf("as nobody:\n%s", out)
 }

@@ -78,8 +78,9 @@ type Config struct {
 	// the host: datagrams the stack sends to Alias.Stack go to Alias.Host,
 	// and datagrams from Alias.Host arrive from Alias.Stack. Use it where
 	// the stack cannot use the host's addresses, such as loopback (gVisor
-	// refuses 127.0.0.0/8 and ::1 on a non-loopback NIC). Each address may
-	// appear once per side.
+	// drops packets from or to 127.0.0.0/8 and ::1 on a non-loopback NIC,
+	// so every loopback peer, a plain sender on the host included, needs
+	// an alias there). Each address may appear once per side.
 	Aliases []Alias
 }
 
