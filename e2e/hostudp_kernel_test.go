@@ -52,12 +52,15 @@ func newVethPair(t testing.TB, ipv6 bool) *vethPair {
 // address inner, sending to remote, with inner checksums finished in
 // software (`ethtool -K vx42 tx off`): over a veth the kernel would leave
 // them for an offload that a UDP socket never performs (DESIGN.md, traps).
-// It returns vx42's MAC.
-func addKernelVXLAN(t testing.TB, ns *e2e.Netns, dev string, local, remote netip.Addr, inner netip.Prefix) string {
+// It returns vx42's MAC. kernelOffloads keeps the kernel's default
+// offloads instead, for a kernel-to-kernel overlay.
+func addKernelVXLAN(t testing.TB, ns *e2e.Netns, dev string, local, remote netip.Addr, inner netip.Prefix, kernelOffloads ...bool) string {
 	t.Helper()
 	ns.Run(t, "ip", "link", "add", "vx42", "type", "vxlan", "id", "42", "dstport", "4789",
 		"local", local.String(), "remote", remote.String(), "dev", dev, "udpcsum")
-	ns.Run(t, "ethtool", "-K", "vx42", "tx", "off")
+	if len(kernelOffloads) == 0 || !kernelOffloads[0] {
+		ns.Run(t, "ethtool", "-K", "vx42", "tx", "off")
+	}
 	ns.Run(t, "ip", "addr", "add", inner.String(), "dev", "vx42")
 	ns.Run(t, "ip", "link", "set", "vx42", "up")
 	out := ns.Run(t, "cat", "/sys/class/net/vx42/address")

@@ -21,7 +21,7 @@ const (
 	// DefaultBatch is how many datagrams one sendmmsg or recvmmsg moves.
 	DefaultBatch = 64
 	// DefaultQueueLen bounds the transmit queue, in packets.
-	DefaultQueueLen = 2048
+	DefaultQueueLen = 8192
 	// DefaultSocketBuffer is the SO_SNDBUF and SO_RCVBUF asked for (the
 	// kernel caps it at net.core.[rw]mem_max unless privileged).
 	DefaultSocketBuffer = 4 << 20

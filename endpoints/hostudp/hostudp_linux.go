@@ -132,8 +132,14 @@ func (e *Endpoint) openSocket(f *family, port uint16) (*hostSocket, error) {
 // queue reporting and "never fragment" path MTU discovery.
 func setSocketOptions(fd int, is6 bool, bufSize int) error {
 	if bufSize > 0 {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize)
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, bufSize)
+		// The FORCE variants pass net.core.[rw]mem_max with
+		// CAP_NET_ADMIN; unprivileged, the plain ones are capped there.
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize)
+		}
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bufSize) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, bufSize)
+		}
 	}
 	if is6 {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1); err != nil {
