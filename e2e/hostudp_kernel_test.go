@@ -216,3 +216,94 @@ func TestHostUDPPathMTU(t *testing.T) {
 		})
 	}
 }
+
+// TestHostUDPPathMTURouter puts a router namespace between us (A) and the
+// kernel peer (B), with a 1400-byte link on B's side: our first large
+// datagrams reach the router, whose ICMP "fragmentation needed" ("packet
+// too big") lands in our host socket's error queue. The endpoint must
+// inject it with the router as its source, the tunnel socket must learn
+// the path MTU from it, and TCP towards the kernel must complete.
+func TestHostUDPPathMTURouter(t *testing.T) {
+	for _, ipv6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[ipv6], func(t *testing.T) {
+			if _, err := exec.LookPath("ethtool"); err != nil {
+				t.Skip("needs ethtool (the kernel's vx42 must finish inner checksums)")
+			}
+			nsA, nsR, nsB := e2e.NewNetns(t, "ut-hua"), e2e.NewNetns(t, "ut-hur"), e2e.NewNetns(t, "ut-hub")
+			a, ra := netip.MustParsePrefix("10.211.0.1/24"), netip.MustParsePrefix("10.211.0.254/24")
+			b, rb := netip.MustParsePrefix("10.212.0.2/24"), netip.MustParsePrefix("10.212.0.254/24")
+			fwd := "net.ipv4.ip_forward=1"
+			if ipv6 {
+				a, ra = netip.MustParsePrefix("fd00:211::1/64"), netip.MustParsePrefix("fd00:211::fe/64")
+				b, rb = netip.MustParsePrefix("fd00:212::2/64"), netip.MustParsePrefix("fd00:212::fe/64")
+				fwd = "net.ipv6.conf.all.forwarding=1"
+			}
+			const pathMTU = 1400
+			nsA.Run(t, "ip", "link", "add", "vA", "type", "veth", "peer", "name", "rA", "netns", nsR.Name())
+			nsB.Run(t, "ip", "link", "add", "vB", "mtu", fmt.Sprint(pathMTU), "type", "veth", "peer", "name", "rB", "mtu", fmt.Sprint(pathMTU), "netns", nsR.Name())
+			nsR.Run(t, "sysctl", "-q", "-w", fwd)
+			for _, s := range []struct {
+				ns   *e2e.Netns
+				dev  string
+				addr netip.Prefix
+			}{{nsA, "vA", a}, {nsR, "rA", ra}, {nsR, "rB", rb}, {nsB, "vB", b}} {
+				add := []string{"ip", "addr", "add", s.addr.String(), "dev", s.dev}
+				if ipv6 {
+					add = append(add, "nodad")
+				}
+				s.ns.Run(t, add...)
+				s.ns.Run(t, "ip", "link", "set", s.dev, "up")
+			}
+			nsA.Run(t, "ip", "route", "add", b.Masked().String(), "via", ra.Addr().String())
+			nsB.Run(t, "ip", "route", "add", a.Masked().String(), "via", rb.Addr().String())
+			// vx42 without "dev vB", so that its MTU is not derived from
+			// vB's 1400 (nor its TCP MSS): as large as ours, so that our
+			// outer packets meet the router's smaller link.
+			innerMTU := 1450
+			if ipv6 {
+				innerMTU = 1430
+			}
+			nsB.Run(t, "ip", "link", "add", "vx42", "mtu", fmt.Sprint(innerMTU), "type", "vxlan", "id", "42", "dstport", "4789",
+				"local", b.Addr().String(), "remote", a.Addr().String(), "udpcsum")
+			nsB.Run(t, "ethtool", "-K", "vx42", "tx", "off")
+			nsB.Run(t, "ip", "addr", "add", hostOverlayKernel.String(), "dev", "vx42")
+			nsB.Run(t, "ip", "link", "set", "vx42", "up")
+			// Our stack reaches B through its connected route: the
+			// host does the routing.
+			v := newHostVTEPIn(t, nsA, a, b.Addr(), hostudp.Config{})
+			if err := v.st.AddRoute(b.Masked(), netip.Addr{}, 1); err != nil {
+				t.Fatal(err)
+			}
+			before := v.dev.InnerMTU()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			kdst := netip.AddrPortFrom(hostOverlayKernel.Addr(), 5002)
+			var kln net.Listener
+			if err := nsB.Do(func() (err error) { kln, err = net.Listen("tcp", kdst.String()); return err }); err != nil {
+				t.Fatal(err)
+			}
+			defer kln.Close()
+			res, err := e2e.Transfer(ctx, kln, func() (net.Conn, error) { return v.st.DialTCP(ctx, kdst) }, 4<<20, nil)
+			if err != nil {
+				t.Fatalf("TCP stack to kernel: %v", err)
+			}
+			t.Logf("stack to kernel: %v", res)
+			s := v.ep.Stats()
+			t.Logf("endpoint: %v; socket ICMP errors %d; device MTU %d -> %d; socket path MTU %d",
+				s, v.sock.Tunnel().ICMPErrors(), before, v.dev.InnerMTU(), v.sock.Tunnel().PathMTU(b.Addr()))
+			icmpIn := v.st.GVisor().Stats().ICMP.V4.PacketsReceived.DstUnreachable.Value()
+			if ipv6 {
+				icmpIn = v.st.GVisor().Stats().ICMP.V6.PacketsReceived.PacketTooBig.Value()
+			}
+			if icmpIn == 0 {
+				t.Errorf("the stack received no ICMP error from the router (error queue path)")
+			}
+			if got := v.sock.Tunnel().PathMTU(b.Addr()); got != pathMTU {
+				t.Errorf("tunnel socket path MTU %d, want %d", got, pathMTU)
+			}
+			if after := v.dev.InnerMTU(); after > pathMTU-50 {
+				t.Errorf("device MTU %d -> %d, want at most %d", before, after, pathMTU-50)
+			}
+		})
+	}
+}

@@ -25,6 +25,10 @@ type sys struct {
 	txMu sync.Mutex
 	// +checklocks:txMu
 	txPending []*stack.PacketBuffer
+	// txDone is set when the transmit goroutine has ended: later writes
+	// are dropped, not queued.
+	// +checklocks:txMu
+	txDone bool
 	txWake    chan struct{}
 	txStop    chan struct{}
 }
@@ -438,6 +442,11 @@ func (e *Endpoint) injectError(he *hostError) {
 // enqueue queues pkts for the transmit goroutine.
 func (e *Endpoint) enqueue(pkts []*stack.PacketBuffer) {
 	e.txMu.Lock()
+	if e.txDone {
+		e.txMu.Unlock()
+		e.stats.notAttached.Add(uint64(len(pkts)))
+		return
+	}
 	for _, p := range pkts {
 		if len(e.txPending) >= e.cfg.QueueLen {
 			e.stats.queueFull.Add(1)
@@ -465,6 +474,7 @@ func (e *Endpoint) transmitLoop() {
 			e.txMu.Lock()
 			pending := e.txPending
 			e.txPending = nil
+			e.txDone = true
 			e.txMu.Unlock()
 			for _, p := range pending {
 				e.stats.notAttached.Add(1)
