@@ -29,8 +29,8 @@ type sys struct {
 	// are dropped, not queued.
 	// +checklocks:txMu
 	txDone bool
-	txWake    chan struct{}
-	txStop    chan struct{}
+	txWake chan struct{}
+	txStop chan struct{}
 }
 
 // hostSocket is one host UDP socket: one port of one family.
