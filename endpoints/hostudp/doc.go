@@ -23,7 +23,10 @@
 // address and the receiving socket's port, whatever host address it was
 // really sent to. The stack's outer source address is not used on transmit:
 // the host kernel picks the source address of the bound socket (or, with a
-// wildcard bind, from its routing table).
+// wildcard bind, from its routing table). Remote peers keep their host
+// addresses in the stack, unless Config.Aliases gives them stack-side
+// names: needed for loopback peers, since gVisor drops 127.0.0.0/8 and ::1
+// on a non-loopback NIC.
 //
 // # Ports
 //
@@ -63,10 +66,14 @@
 // unreachables, time exceeded) are read from the socket's error queue and
 // injected into the stack as ICMP packets quoting the outer IP + UDP header
 // as it was on the wire (source port = the host socket's port), so that
-// the stack's tunnel socket receives them exactly as from a wire. A send the
-// host refuses with EMSGSIZE (its path MTU is known to be smaller) becomes a
-// synthesized "fragmentation needed" carrying the host's path MTU for that
-// destination, read with IP_MTU from a connected probe socket.
+// the stack's tunnel socket receives them exactly as from a wire (gVisor
+// matches them to the tunnel socket by the quoted source port, which is
+// the socket's port). A send the host refuses with EMSGSIZE (its path MTU
+// is known to be smaller: a route's "mtu lock", an earlier ICMP) becomes a
+// synthesized "fragmentation needed" ("packet too big") from the
+// destination, carrying the path MTU the host reported in its own
+// error-queue entry (SO_EE_ORIGIN_LOCAL, ee_info) and quoting the refused
+// datagram, so that the tunnel's ErrorLookup recognises it.
 //
 // # Checksums of received datagrams
 //
@@ -89,9 +96,25 @@
 // supported: a coalesced datagram is split at the segment size the kernel
 // reports. Truncated datagrams (MSG_TRUNC) are dropped and counted.
 //
+// Writes are queued (Config.QueueLen, 8192 packets by default; a write to
+// a full queue is dropped and counted, as a qdisc would): gVisor hands a
+// NIC one packet per write, so the queue is where batches form while the
+// transmit goroutine is in a syscall.
+//
 // The stack's outer IP layer must never fragment (fragments cannot pass
 // through a UDP socket), so the endpoint's MTU defaults to 65535; the
 // tunnel device's own MTU comes from its UnderlayMTU, as usual.
+//
+// # Performance
+//
+// The syscalls are batched (tens of datagrams per sendmmsg and recvmmsg
+// under load), so per-packet work in the stack dominates: at an overlay
+// MTU of 1450 every inner TCP segment is one trip through gVisor's inner
+// and outer layers. The endpoint does not advertise GSO: a 64 KiB inner
+// TCP segment in one outer datagram would need segmenting inside the
+// tunnel (the kernel's skb_udp_tunnel_segment), which needs the inner
+// headers' offset, which the tunnel framework does not yet record. See
+// e2e's BenchmarkHostUDP for figures against the kernel's VXLAN.
 //
 // # Network namespaces
 //
