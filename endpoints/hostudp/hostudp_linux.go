@@ -219,26 +219,28 @@ func (s *hostSocket) receive() {
 		hs[i].hdr.Name = (*byte)(unsafe.Pointer(&names[i]))
 		hs[i].hdr.Control = &ctrls[i*rxControlLen]
 	}
+	var (
+		n     int
+		errno syscall.Errno
+	)
+	// Made once: a closure per call would allocate.
+	read := func(fd uintptr) bool {
+		for i := range hs {
+			hs[i].hdr.Namelen = unix.SizeofSockaddrInet6
+			hs[i].hdr.SetControllen(rxControlLen)
+			hs[i].hdr.Flags = 0
+			hs[i].len = 0
+		}
+		n, errno = recvmmsg(fd, hs, unix.MSG_DONTWAIT)
+		if errno == unix.EAGAIN {
+			// Woken with nothing to read: an error queued (EPOLLERR).
+			s.drainErrors(fd)
+			return false
+		}
+		return true
+	}
 	for {
-		var (
-			n     int
-			errno syscall.Errno
-		)
-		err := s.rc.Read(func(fd uintptr) bool {
-			for i := range hs {
-				hs[i].hdr.Namelen = unix.SizeofSockaddrInet6
-				hs[i].hdr.SetControllen(rxControlLen)
-				hs[i].hdr.Flags = 0
-				hs[i].len = 0
-			}
-			n, errno = recvmmsg(fd, hs, unix.MSG_DONTWAIT)
-			if errno == unix.EAGAIN {
-				// Woken with nothing to read: an error queued (EPOLLERR).
-				s.drainErrors(fd)
-				return false
-			}
-			return true
-		})
+		err := s.rc.Read(read)
 		if err != nil {
 			return // closed
 		}
@@ -535,10 +537,17 @@ type txBatch struct {
 	msgs  []txMsg
 	pkts  []txPkt
 	sock  *hostSocket
+
+	// write is the sendmmsg callback for RawConn.Write, made once so that
+	// flush does not allocate a closure; off is its argument, n and errno
+	// its results.
+	write  func(fd uintptr) bool
+	off, n int
+	errno  syscall.Errno
 }
 
 func newTxBatch(batch int) *txBatch {
-	return &txBatch{
+	t := &txBatch{
 		hs:    make([]mmsghdr, 0, batch),
 		names: make([]unix.RawSockaddrInet6, batch),
 		ctrls: make([]byte, batch*txControlLen),
@@ -546,6 +555,11 @@ func newTxBatch(batch int) *txBatch {
 		msgs:  make([]txMsg, 0, batch),
 		pkts:  make([]txPkt, 0, batch*maxGSOSegments),
 	}
+	t.write = func(fd uintptr) bool {
+		t.n, t.errno = sendmmsg(fd, t.hs[t.off:], unix.MSG_DONTWAIT)
+		return t.errno != unix.EAGAIN
+	}
+	return t
 }
 
 // socketFor returns the socket a datagram leaves from: the one bound to
@@ -732,14 +746,9 @@ func (e *Endpoint) flush(t *txBatch) {
 	}
 	off := 0
 	for off < len(t.hs) {
-		var (
-			n     int
-			errno syscall.Errno
-		)
-		err := s.rc.Write(func(fd uintptr) bool {
-			n, errno = sendmmsg(fd, t.hs[off:], unix.MSG_DONTWAIT)
-			return errno != unix.EAGAIN
-		})
+		t.off = off
+		err := s.rc.Write(t.write)
+		n, errno := t.n, t.errno
 		if err != nil {
 			// Closed: the rest is dropped.
 			for _, m := range t.msgs[off:] {
