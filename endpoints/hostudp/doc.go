@@ -1,0 +1,129 @@
+// Package hostudp provides the rootless underlay: a gVisor link endpoint
+// (L3, raw IP packets, no link header) that is the underlay NIC of a stack,
+// but whose packets leave and arrive through ordinary host UDP sockets. A
+// userspace VTEP built on it needs no privileges: the tunnel ports (VXLAN
+// 4789, Geneve 6081, GTP-U 2152) are unprivileged.
+//
+// The outer IP and UDP layer still lives in the stack: the tunnel socket
+// writes a complete outer IPv4/IPv6 + UDP packet to the NIC, and the
+// endpoint turns it into a sendmsg of its UDP payload to the packet's
+// destination address and port. A datagram a host socket receives is
+// rebuilt into an IP + UDP packet and injected into the stack, so that the
+// tunnel socket sees exactly what it would see on a real wire. The kernel
+// analog is not a NIC driver but the pair of a UDP socket and the
+// udp_tunnel code above it, turned inside out.
+//
+// # Address model
+//
+// The stack's NIC has one address per family (Config.Addrs) that stands
+// for the host: it should equal the host address the sockets are bound to
+// (Config.Bind, by default the same address), or stand for it when the
+// sockets are bound to all host addresses. A received datagram is rebuilt
+// with source = the sender's address and port and destination = that stack
+// address and the receiving socket's port, whatever host address it was
+// really sent to. The stack's outer source address is not used on transmit:
+// the host kernel picks the source address of the bound socket (or, with a
+// wildcard bind, from its routing table). Remote peers keep their host
+// addresses in the stack, unless Config.Aliases gives them stack-side
+// names: needed for loopback peers, since gVisor drops 127.0.0.0/8 and ::1
+// on a non-loopback NIC.
+//
+// # Ports
+//
+// There is one host socket per configured port (Config.Ports) and family.
+// A host socket can only send from its own bound port, so the outer source
+// port that the stack chose — VXLAN's and Geneve's flow-hashed entropy port
+// (udp_flow_src_port) — is lost: a packet leaves from the socket bound to
+// its source port if there is one, else from the socket bound to its
+// destination port (tunnel peers send to the well-known port and accept any
+// source port, and the Linux kernel's VXLAN learns only the address), and
+// failing both from the family's first socket (a peer configured to listen
+// on another port). A packet of a family without sockets is dropped and
+// counted (Drops.NoSocket). The underlay loses its ECMP/RSS entropy that
+// way.
+//
+// # What is kept and what is lost
+//
+//   - TTL/hop limit and TOS/traffic class (with ECN) travel per packet as
+//     IP_TTL/IP_TOS (IPV6_HOPLIMIT/IPV6_TCLASS) control messages.
+//   - The IPv6 flow label and IP options are lost.
+//   - DF: every host socket runs with IP_PMTUDISC_DO (IPV6_PMTUDISC_DO): the
+//     host never fragments an outer datagram, whether or not the stack set
+//     DF. A datagram over the host's path MTU is refused and turned into an
+//     ICMP "fragmentation needed" / "packet too big" for the stack, so the
+//     tunnel lowers its MTU (the kernel's tunnel PMTU behaviour with "df
+//     set"). Fragments could not pass a UDP socket as such anyway, and
+//     leaving the host to fragment would hide the path MTU from the tunnel.
+//   - The stack's outer UDP checksum is not sent: the host kernel computes
+//     its own (or none, as its socket is configured).
+//   - Packets that are not UDP (ICMP errors the stack itself sends, such as
+//     port unreachable) are dropped and counted (Drops.NotUDP).
+//
+// # Errors from the host
+//
+// Each socket has IP_RECVERR / IPV6_RECVERR set. ICMP errors the host
+// receives for our datagrams ("fragmentation needed", "packet too big",
+// unreachables, time exceeded) are read from the socket's error queue and
+// injected into the stack as ICMP packets quoting the outer IP + UDP header
+// as it was on the wire (source port = the host socket's port), so that
+// the stack's tunnel socket receives them exactly as from a wire (gVisor
+// matches them to the tunnel socket by the quoted source port, which is
+// the socket's port). A send the host refuses with EMSGSIZE (its path MTU
+// is known to be smaller: a route's "mtu lock", an earlier ICMP) becomes a
+// synthesized "fragmentation needed" ("packet too big") from the
+// destination, carrying the path MTU the host reported in its own
+// error-queue entry (SO_EE_ORIGIN_LOCAL, ee_info) and quoting the refused
+// datagram, so that the tunnel's ErrorLookup recognises it.
+//
+// # Checksums of received datagrams
+//
+// The host kernel has already verified the real UDP checksum (or accepted
+// none, as its socket allows). By default the rebuilt datagram still gets a
+// correct UDP checksum, computed over the payload just copied, so that a
+// capture of the NIC is exact and nothing downstream needs to know about
+// this endpoint; the packet is also marked checksum-verified so the stack
+// does not verify it a second time. Config.TrustHostChecksum skips the
+// computation: the field is then zero over IPv4 (RFC 768 "no checksum") and
+// 0xffff over IPv6, with the packet marked verified.
+//
+// # Batching and offloads (Linux)
+//
+// Writes are queued and sent by one goroutine with sendmmsg, consecutive
+// datagrams to the same destination with equal sizes coalesced into one
+// UDP GSO (UDP_SEGMENT) send when the kernel supports it (probed once per
+// socket; a socket whose GSO sends fail with EIO falls back for good). One
+// goroutine per socket receives with recvmmsg, with UDP GRO (UDP_GRO) where
+// supported: a coalesced datagram is split at the segment size the kernel
+// reports. Truncated datagrams (MSG_TRUNC) are dropped and counted.
+//
+// Writes are queued (Config.QueueLen, 8192 packets by default; a write to
+// a full queue is dropped and counted, as a qdisc would): gVisor hands a
+// NIC one packet per write, so the queue is where batches form while the
+// transmit goroutine is in a syscall.
+//
+// The stack's outer IP layer must never fragment (fragments cannot pass
+// through a UDP socket), so the endpoint's MTU defaults to 65535; the
+// tunnel device's own MTU comes from its UnderlayMTU, as usual.
+//
+// # Performance
+//
+// The syscalls are batched (tens of datagrams per sendmmsg and recvmmsg
+// under load), so per-packet work in the stack dominates: at an overlay
+// MTU of 1450 every inner TCP segment is one trip through gVisor's inner
+// and outer layers. The endpoint does not advertise GSO: a 64 KiB inner
+// TCP segment in one outer datagram would need segmenting inside the
+// tunnel (the kernel's skb_udp_tunnel_segment), which needs the inner
+// headers' offset, which the tunnel framework does not yet record. See
+// e2e's BenchmarkHostUDP for figures against the kernel's VXLAN.
+//
+// # Network namespaces
+//
+// New opens the host sockets in the network namespace of the calling
+// thread. To serve another namespace, call New inside e2e.Netns.Do (or the
+// module's internal/netns.Do); the sockets stay in that namespace for their
+// lifetime.
+//
+// # Platforms
+//
+// Linux only. Elsewhere New returns an error wrapping ErrUnsupported.
+package hostudp
