@@ -12,8 +12,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
@@ -32,6 +36,42 @@ type node struct {
 	ifaces []*iface
 	// sockets are the tunnel sockets, by protocol and port (or tunnel).
 	sockets map[string]any
+	// captures are the inner capture files, closed after the stack.
+	captures []*os.File
+}
+
+// close closes the stack, and with it every interface and socket, then
+// the capture files.
+func (n *node) close() error {
+	n.st.Close()
+	var errs []error
+	for _, f := range n.captures {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// innerCapture returns the stack option that captures every tunnel device
+// to a pcap file: path itself when cfg has one interface, else path with
+// the interface's name before the extension (inner.vxlan42.pcap).
+func (n *node) innerCapture(path string, interfaces int) func(string, stack.Layer, stack.LinkEndpoint) (stack.LinkEndpoint, error) {
+	return func(name string, layer stack.Layer, ep stack.LinkEndpoint) (stack.LinkEndpoint, error) {
+		p := path
+		if interfaces > 1 {
+			ext := filepath.Ext(path)
+			p = strings.TrimSuffix(path, ext) + "." + name + ext
+		}
+		f, err := os.Create(p)
+		if err != nil {
+			return nil, fmt.Errorf("pcap.inner: %w", err)
+		}
+		n.captures = append(n.captures, f)
+		lt := capture.LinkRaw
+		if layer == stack.L2 {
+			lt = capture.LinkEthernet
+		}
+		return capture.New(ep, f, capture.Options{LinkType: lt})
+	}
 }
 
 // iface is one built tunnel interface.
@@ -49,10 +89,15 @@ type underlayFunc func(st *stack.Stack) (stack.NICID, netip.Addr, error)
 // buildNode builds cfg's stack and interfaces over the underlay ul. On error
 // the stack is closed and nothing is left.
 func buildNode(cfg *Config, l *lines, ul underlayFunc, log *slog.Logger) (_ *node, err error) {
-	n := &node{st: stack.New(stack.Options{Logger: log}), sockets: map[string]any{}}
+	n := &node{sockets: map[string]any{}}
+	opts := stack.Options{Logger: log}
+	if cfg.Pcap.Inner != "" {
+		opts.WrapDevice = n.innerCapture(cfg.Pcap.Inner, len(cfg.Interfaces))
+	}
+	n.st = stack.New(opts)
 	defer func() {
 		if err != nil {
-			n.st.Close()
+			n.close()
 		}
 	}()
 	if n.underlay, n.local, err = ul(n.st); err != nil {

@@ -35,6 +35,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "udptunnel check: %s: %v\n", *file, err)
 		return 1
 	}
+	cfg.Pcap = PcapConfig{} // check creates no files
 	n, err := buildNode(cfg, l, memUnderlay(cfg), slog.New(slog.DiscardHandler))
 	if err != nil {
 		fmt.Fprintf(stderr, "udptunnel check: %s: %v\n", *file, err)
@@ -43,7 +44,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	for _, f := range n.ifaces {
 		fmt.Fprintf(stdout, "%-12s %-8s mtu %d\n", f.name, f.proto, f.dev.InnerMTU())
 	}
-	n.st.Close()
+	n.close()
 	fmt.Fprintf(stdout, "%s: OK\n", *file)
 	return 0
 }

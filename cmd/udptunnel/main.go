@@ -3,6 +3,10 @@
 //	udptunnel demo [flags]   two in-process hosts joined by a VXLAN overlay:
 //	                         ping across it, move data over TCP with a hash
 //	                         check, print RTT, throughput and counters
+//	udptunnel run -c FILE    the rootless tunnel client: the underlay (host
+//	                         UDP sockets, or a TUN), tunnel interfaces of any
+//	                         protocol, SOCKS5, HTTP CONNECT and port forwards
+//	                         into the overlay, /metrics and /healthz
 //	udptunnel check -c FILE  validate a configuration file: every value,
 //	                         and every interface built in memory
 //	udptunnel version        print the version
@@ -32,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demo(args[1:], stdout, stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
+	case "run":
+		return runCmd(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "udptunnel", version())
 		return 0
@@ -50,6 +56,9 @@ func usage(w io.Writer) {
 commands:
   demo      run an in-process VXLAN overlay between two hosts and check it
             (no root, no configuration; "udptunnel demo -h" lists its flags)
+  run       run the tunnel client: -c FILE, or the quick mode's flags
+            (-remote ADDR -address PREFIX [-vni N] [-socks5 ADDR]);
+            "udptunnel run -h" lists them
   check     validate a configuration file (-c FILE) without starting anything
   version   print the version
 `)

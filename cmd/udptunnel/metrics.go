@@ -1,0 +1,125 @@
+package main
+
+// The admin listener's /metrics: a Prometheus collector that reads the
+// counters of every interface and tunnel socket at scrape time (the
+// packet path only ever increments atomics), and /healthz.
+
+import (
+	"fmt"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/udptunnel/udptunnel/stack"
+)
+
+// metricSource is something whose counters the collector exports.
+type metricSource struct {
+	// kind is "interface" or "socket"; name labels it.
+	kind, name, proto string
+	counters          *stack.Counters
+	// icmpErrors, for sockets, counts ICMP errors for the outer flows.
+	icmpErrors func() uint64
+}
+
+// extraMetric is a counter or gauge read at scrape time from a component
+// (the underlay, the proxies).
+type extraMetric struct {
+	desc  *prometheus.Desc
+	typ   prometheus.ValueType
+	value func() float64
+}
+
+// collector exports udptunnel's counters.
+type collector struct {
+	sources []metricSource
+	extra   []extraMetric
+
+	rxPackets, rxBytes, txPackets, txBytes, drops, passed, icmp *prometheus.Desc
+}
+
+func newCollector(sources []metricSource, extra []extraMetric) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("udptunnel_"+name, help, append([]string{"kind", "name", "type"}, labels...), nil)
+	}
+	return &collector{
+		sources:   sources,
+		extra:     extra,
+		rxPackets: d("rx_packets_total", "Packets received: inner frames for interfaces, datagrams for tunnel sockets."),
+		rxBytes:   d("rx_bytes_total", "Bytes received."),
+		txPackets: d("tx_packets_total", "Packets sent."),
+		txBytes:   d("tx_bytes_total", "Bytes sent."),
+		drops:     d("drops_total", "Packets dropped, by reason.", "reason"),
+		passed:    d("passed_to_udp_total", "Datagrams a tunnel socket handed to its control plane."),
+		icmp:      d("icmp_errors_total", "ICMP errors received for a tunnel socket's outer flows."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.drops, c.passed, c.icmp} {
+		ch <- d
+	}
+	for _, e := range c.extra {
+		ch <- e.desc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.sources {
+		st := s.counters.Stats()
+		l := []string{s.kind, s.name, s.proto}
+		ch <- prometheus.MustNewConstMetric(c.rxPackets, prometheus.CounterValue, float64(st.RxPackets), l...)
+		ch <- prometheus.MustNewConstMetric(c.rxBytes, prometheus.CounterValue, float64(st.RxBytes), l...)
+		ch <- prometheus.MustNewConstMetric(c.txPackets, prometheus.CounterValue, float64(st.TxPackets), l...)
+		ch <- prometheus.MustNewConstMetric(c.txBytes, prometheus.CounterValue, float64(st.TxBytes), l...)
+		for _, r := range stack.DropReasons() {
+			ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(st.Dropped(r)), append(l, r.String())...)
+		}
+		if s.kind == "socket" {
+			ch <- prometheus.MustNewConstMetric(c.passed, prometheus.CounterValue, float64(st.Passed), l...)
+			ch <- prometheus.MustNewConstMetric(c.icmp, prometheus.CounterValue, float64(s.icmpErrors()), l...)
+		}
+	}
+	for _, e := range c.extra {
+		ch <- prometheus.MustNewConstMetric(e.desc, e.typ, e.value())
+	}
+}
+
+// metricSources lists n's interfaces and (once each) their sockets.
+func (n *node) metricSources() []metricSource {
+	var out []metricSource
+	seen := map[*stack.Socket]bool{}
+	for _, f := range n.ifaces {
+		out = append(out, metricSource{kind: "interface", name: f.name, proto: f.proto, counters: f.dev.Counters()})
+		if !seen[f.sock] {
+			seen[f.sock] = true
+			sock := f.sock
+			out = append(out, metricSource{kind: "socket", name: fmt.Sprintf(":%d", sock.LocalAddr().Port()), proto: f.proto,
+				counters: sock.Counters(), icmpErrors: sock.ICMPErrors})
+		}
+	}
+	return out
+}
+
+// adminHandler serves /metrics (from a registry of its own, with the Go
+// runtime and process collectors) and /healthz, which answers 200 while
+// healthy returns true.
+func adminHandler(c prometheus.Collector, healthy *atomic.Bool) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !healthy.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}

@@ -1,0 +1,160 @@
+package main
+
+// The underlay of a run: host UDP sockets (hostudp, the rootless default)
+// or a host TUN device (tun, which needs CAP_NET_ADMIN), optionally
+// captured to a pcap file, and the inner capture of the tunnel devices.
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/udptunnel/udptunnel/endpoints/capture"
+	"github.com/udptunnel/udptunnel/endpoints/hostudp"
+	"github.com/udptunnel/udptunnel/endpoints/tun"
+	"github.com/udptunnel/udptunnel/stack"
+)
+
+// defaultPorts are the protocols' UDP ports, as their packages default.
+var defaultPorts = map[string]uint16{
+	"vxlan": 4789, "geneve": 6081, "l2tp": 1701, "gtpu": 2152, "gue": 6080, "bareudp": 6635, "mplsudp": 6635,
+}
+
+// port returns the UDP port interface ic uses.
+func (ic *InterfaceConfig) port() uint16 {
+	if ic.Port != 0 {
+		return ic.Port
+	}
+	if ic.Type == "fou" {
+		if ic.FOU != nil && (ic.FOU.Proto == "ipip" || ic.FOU.Proto == "ipv6") {
+			return 5555
+		}
+		return 4754
+	}
+	return defaultPorts[ic.Type]
+}
+
+// hostUnderlay returns the underlay cfg asks for. What it opens is closed
+// by the functions it appends to closers.
+func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (underlayFunc, error) {
+	u := cfg.Underlay
+	mtu := u.MTU
+	if mtu == 0 {
+		mtu = 1500
+	}
+	var outer *os.File
+	if cfg.Pcap.Outer != "" {
+		f, err := os.Create(cfg.Pcap.Outer)
+		if err != nil {
+			return nil, fmt.Errorf("pcap.outer: %w", err)
+		}
+		*closers = append(*closers, f.Close)
+		outer = f
+	}
+	wrap := func(ep stack.LinkEndpoint) (stack.LinkEndpoint, error) {
+		if outer == nil {
+			return ep, nil
+		}
+		return capture.New(ep, outer, capture.Options{LinkType: capture.LinkRaw})
+	}
+	switch u.Type {
+	case "tun":
+		return func(st *stack.Stack) (stack.NICID, netip.Addr, error) {
+			p := netip.MustParsePrefix(u.Address)
+			name := u.Name
+			if name == "" {
+				name = "udptunnel0"
+			}
+			dev, err := tun.Open(tun.Config{Name: name, MTU: mtu})
+			if err != nil {
+				return 0, netip.Addr{}, err
+			}
+			// Removing the NIC (when the stack closes) stops the
+			// endpoint; the device itself goes after.
+			*closers = append(*closers, dev.Close)
+			ep, err := wrap(dev.LinkEndpoint())
+			if err != nil {
+				return 0, netip.Addr{}, err
+			}
+			nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
+			if err != nil {
+				return 0, netip.Addr{}, err
+			}
+			if err := st.AddAddress(nic, p); err != nil {
+				return 0, netip.Addr{}, err
+			}
+			if gw := addr(u.Gateway); gw.IsValid() {
+				// Remotes outside the TUN's prefix go through the gateway.
+				if err := st.AddRoute(netip.PrefixFrom(gw, 0).Masked(), gw, nic); err != nil {
+					return 0, netip.Addr{}, err
+				}
+			}
+			log.Info("underlay up", "type", "tun", "name", name, "address", p, "mtu", mtu)
+			return nic, p.Addr(), nil
+		}, nil
+	case "", "hostudp":
+		local := addr(u.Address)
+		if !local.IsValid() {
+			var err error
+			if local, err = routeSource(cfg); err != nil {
+				return nil, fmt.Errorf("underlay.address: %w; set it", err)
+			}
+		}
+		bind := addr(u.Bind)
+		if !bind.IsValid() {
+			bind = local
+		}
+		var ports []uint16
+		for i := range cfg.Interfaces {
+			if p := cfg.Interfaces[i].port(); !slices.Contains(ports, p) {
+				ports = append(ports, p)
+			}
+		}
+		return func(st *stack.Stack) (stack.NICID, netip.Addr, error) {
+			ep, err := hostudp.New(hostudp.Config{Addrs: []netip.Addr{local}, Bind: []netip.Addr{bind}, Ports: ports, MTU: mtu})
+			if err != nil {
+				return 0, netip.Addr{}, err
+			}
+			lep, err := wrap(ep)
+			if err != nil {
+				ep.Close()
+				return 0, netip.Addr{}, err
+			}
+			*closers = append(*closers, func() error { ep.Close(); return nil })
+			nic, err := st.AddNIC(lep, stack.NICOptions{Name: "underlay"})
+			if err != nil {
+				return 0, netip.Addr{}, err
+			}
+			if err := st.AddAddress(nic, netip.PrefixFrom(local, local.BitLen())); err != nil {
+				return 0, netip.Addr{}, err
+			}
+			// Every remote is reached through the host: a default route.
+			if err := st.AddRoute(netip.PrefixFrom(local, 0).Masked(), netip.Addr{}, nic); err != nil {
+				return 0, netip.Addr{}, err
+			}
+			log.Info("underlay up", "type", "hostudp", "address", local, "bind", bind, "ports", ports, "sockets", ep.LocalAddrs())
+			return nic, local, nil
+		}, nil
+	}
+	return nil, fmt.Errorf("underlay.type %q", u.Type)
+}
+
+// routeSource returns the host address the kernel would send from to the
+// first interface's remote: the underlay address when none is configured.
+func routeSource(cfg *Config) (netip.Addr, error) {
+	if len(cfg.Interfaces) == 0 || cfg.Interfaces[0].Remote == "" {
+		return netip.Addr{}, fmt.Errorf("no remote to find the route to")
+	}
+	remote := netip.AddrPortFrom(addr(cfg.Interfaces[0].Remote), cfg.Interfaces[0].port())
+	// A connected UDP socket sends nothing; it only asks the kernel for
+	// the route's source address.
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %v: %w", remote.Addr(), err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
