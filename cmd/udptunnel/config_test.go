@@ -132,3 +132,25 @@ interfaces:
 		})
 	}
 }
+
+// TestREADMEConfig keeps the README's configuration example true: it must
+// pass `udptunnel check`.
+func TestREADMEConfig(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```yaml\nlog:")
+	if !ok {
+		t.Fatal("README.md has no configuration example (a yaml block starting with log:)")
+	}
+	example, _, _ := strings.Cut("log:"+rest, "```")
+	path := t.TempDir() + "/readme.yaml"
+	if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("udptunnel check on README's example: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+}
