@@ -40,6 +40,9 @@ type Config struct {
 	Forwards []ForwardConfig `yaml:"forwards"`
 	// Pcap captures packets to pcap files.
 	Pcap PcapConfig `yaml:"pcap"`
+	// InnerTUN is a host TUN device routed into the overlay (absent =
+	// none; needs CAP_NET_ADMIN).
+	InnerTUN *InnerTUNConfig `yaml:"inner_tun"`
 	// ShutdownTimeout bounds how long in-flight connections may drain
 	// on SIGINT/SIGTERM (default 5s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
@@ -242,6 +245,19 @@ type ForwardConfig struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// MaxSessions caps UDP sessions (default 1024).
 	MaxSessions int `yaml:"max_sessions"`
+}
+
+// InnerTUNConfig is a host TUN device whose other end is a NIC of the
+// stack: packets the host routes into it are forwarded by the stack into
+// the overlay, and replies come back the same way.
+type InnerTUNConfig struct {
+	// Name is the TUN device's name (default "udptunnel1").
+	Name string `yaml:"name"`
+	// Address is the stack's address on the TUN, a prefix
+	// (10.99.0.1/30); the host side takes another address of it.
+	Address string `yaml:"address"`
+	// MTU of the TUN (default: the smallest interface MTU).
+	MTU uint32 `yaml:"mtu"`
 }
 
 // PcapConfig configures packet capture.
@@ -452,6 +468,14 @@ func (c *Config) check(l *lines) error {
 	if h := c.HTTPConnect; h != nil && h.Listen != "" {
 		if _, err := netip.ParseAddrPort(h.Listen); err != nil {
 			bad(fmt.Sprintf("%q: want address:port", h.Listen), "http_connect", "listen")
+		}
+	}
+	if t := c.InnerTUN; t != nil {
+		if _, err := netip.ParsePrefix(t.Address); err != nil {
+			bad(fmt.Sprintf("%q: want the stack's address on the TUN as a prefix (10.99.0.1/30)", t.Address), "inner_tun", "address")
+		}
+		if t.MTU != 0 && (t.MTU < 576 || t.MTU > 65535) {
+			bad(fmt.Sprintf("%d: want 576..65535", t.MTU), "inner_tun", "mtu")
 		}
 	}
 	for i, f := range c.Forwards {

@@ -193,6 +193,11 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 	}
 	closers = append(closers, n.close)
 
+	if t := cfg.InnerTUN; t != nil {
+		if err := innerTUN(t, n, log, &closers); err != nil {
+			return fmt.Errorf("inner_tun: %w", err)
+		}
+	}
 	acc, err := startAccess(cfg, n, log)
 	if err != nil {
 		return err

@@ -12,6 +12,9 @@ import (
 	"os"
 	"slices"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
 	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/endpoints/hostudp"
 	"github.com/udptunnel/udptunnel/endpoints/tun"
@@ -157,4 +160,44 @@ func routeSource(cfg *Config) (netip.Addr, error) {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}
+
+// innerTUN opens the host TUN device t describes as a NIC of n's stack and
+// turns on IP forwarding in the stack, so that what the host routes into
+// the TUN goes on into the overlay (and back). Overlay hosts need a route
+// back to the host's side of the TUN, as with any router.
+func innerTUN(t *InnerTUNConfig, n *node, log *slog.Logger, closers *[]func() error) error {
+	p := netip.MustParsePrefix(t.Address)
+	name := t.Name
+	if name == "" {
+		name = "udptunnel1"
+	}
+	mtu := t.MTU
+	if mtu == 0 {
+		for _, f := range n.ifaces {
+			if m := f.dev.InnerMTU(); mtu == 0 || m < mtu {
+				mtu = m
+			}
+		}
+	}
+	dev, err := tun.Open(tun.Config{Name: name, MTU: mtu})
+	if err != nil {
+		return err
+	}
+	*closers = append(*closers, dev.Close)
+	nic, err := n.st.AddNIC(dev.LinkEndpoint(), stack.NICOptions{Name: name})
+	if err != nil {
+		return err
+	}
+	if err := n.st.AddAddress(nic, p); err != nil {
+		return err
+	}
+	for _, proto := range []tcpip.NetworkProtocolNumber{header.IPv4ProtocolNumber, header.IPv6ProtocolNumber} {
+		if err := n.st.GVisor().SetForwardingDefaultAndAllNICs(proto, true); err != nil {
+			return fmt.Errorf("IP forwarding: %v", err)
+		}
+	}
+	log.Info("inner TUN up", "name", name, "address", p, "mtu", mtu,
+		"host", fmt.Sprintf("ip addr add <another address of %v> dev %s; ip route add <overlay prefix> dev %s", p.Masked(), name, name))
+	return nil
 }
