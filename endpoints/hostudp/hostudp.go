@@ -85,7 +85,10 @@ type Config struct {
 	// skb_udp_tunnel_segment). Every outer packet must then have its inner
 	// IP header at that offset: one tunnel protocol and layout per
 	// endpoint. Inner IP fragments are sent as they are (their checksums
-	// cannot be finished here).
+	// cannot be finished here). Without it, do not give the tunnel device
+	// GSO or checksum offload: its 64 KiB datagrams would reach the host
+	// whole (this NIC's MTU lets them through) and be refused, and its
+	// inner checksums would stay unfinished.
 	InnerOffset int
 	// Aliases give remote peers a different address in the stack than on
 	// the host: datagrams the stack sends to Alias.Stack go to Alias.Host,
