@@ -67,6 +67,10 @@ func addKernelVXLAN(t testing.TB, ns *e2e.Netns, dev string, local, remote netip
 	return strings.TrimSpace(out)
 }
 
+// vxlanInnerOffset is hostudp.Config.InnerOffset for VXLAN: its header
+// and the inner Ethernet header.
+const vxlanInnerOffset = 8 + 14
+
 var (
 	hostOverlayUs     = netip.MustParsePrefix("10.213.0.1/24")
 	hostOverlayKernel = netip.MustParsePrefix("10.213.0.2/24")
@@ -85,7 +89,7 @@ func newHostVTEPIn(t testing.TB, ns *e2e.Netns, under netip.Prefix, remote netip
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return attachHostVTEP(t, ep, hostVTEPConfig{under: under, remote: remote, port: 4789, inner: hostOverlayUs})
+	return attachHostVTEP(t, ep, hostVTEPConfig{under: under, remote: remote, port: 4789, inner: hostOverlayUs, gso: cfg.InnerOffset > 0})
 }
 
 // TestHostUDPKernelVXLAN joins our VTEP, whose underlay is a hostudp
@@ -93,14 +97,25 @@ func newHostVTEPIn(t testing.TB, ns *e2e.Netns, under netip.Prefix, remote netip
 // VXLAN in namespace B across a veth pair: ping both ways, a hashed TCP
 // transfer both ways, each side learns the other's MAC, and no drops.
 func TestHostUDPKernelVXLAN(t *testing.T) {
-	for _, ipv6 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[ipv6], func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		ipv6        bool
+		innerOffset int
+	}{
+		{"ipv4", false, 0}, {"ipv6", true, 0},
+		// The inner-offload path: our device hands 64 KiB TCP segments
+		// to the endpoint, which segments them (the kernel verifies
+		// every inner checksum it finished).
+		{"ipv4-inner-gso", false, vxlanInnerOffset}, {"ipv6-inner-gso", true, vxlanInnerOffset},
+	} {
+		ipv6 := tc.ipv6
+		t.Run(tc.name, func(t *testing.T) {
 			if _, err := exec.LookPath("ethtool"); err != nil {
 				t.Skip("needs ethtool (the kernel's vx42 must finish inner checksums)")
 			}
 			p := newVethPair(t, ipv6)
 			kernelMAC := addKernelVXLAN(t, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel)
-			v := newHostVTEPIn(t, p.nsA, p.a, p.b.Addr(), hostudp.Config{})
+			v := newHostVTEPIn(t, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: tc.innerOffset})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 

@@ -42,6 +42,9 @@ type hostVTEPConfig struct {
 	// underlayMTU is the outer path MTU the device derives its MTU from
 	// (0 = 1500).
 	underlayMTU uint32
+	// gso gives the device GSO and checksum offload, for an endpoint with
+	// the inner-offload path (hostudp.Config.InnerOffset).
+	gso bool
 }
 
 func newHostVTEP(t testing.TB, c hostVTEPConfig) *hostVTEP {
@@ -75,6 +78,7 @@ func attachHostVTEP(t testing.TB, ep *hostudp.Endpoint, c hostVTEPConfig) *hostV
 	}
 	v.dev, err = v.sock.AddDevice(nil, vxlan.Config{
 		VNI: 42, Remotes: []netip.Addr{c.remote}, Port: c.dstPort, Learning: true, UnderlayMTU: c.underlayMTU,
+		GSO: c.gso, ChecksumOffload: c.gso,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -102,12 +106,16 @@ func TestHostUDPLoopback(t *testing.T) {
 		portA, portB     uint16
 		noGSO            bool
 		trustHostChecksm bool
+		innerOffset      int
 	}{
 		{name: "ipv4", hostA: netip.MustParseAddr("127.0.0.1"), hostB: netip.MustParseAddr("127.0.0.2"),
 			stackA: netip.MustParsePrefix("10.99.0.1/24"), stackB: netip.MustParsePrefix("10.99.0.2/24"), portA: 4789, portB: 4789},
 		{name: "ipv4-no-gso-trust-checksum", hostA: netip.MustParseAddr("127.0.0.1"), hostB: netip.MustParseAddr("127.0.0.2"),
 			stackA: netip.MustParsePrefix("10.99.0.1/24"), stackB: netip.MustParsePrefix("10.99.0.2/24"), portA: 4789, portB: 4789,
 			noGSO: true, trustHostChecksm: true},
+		{name: "ipv4-inner-gso", hostA: netip.MustParseAddr("127.0.0.1"), hostB: netip.MustParseAddr("127.0.0.2"),
+			stackA: netip.MustParsePrefix("10.99.0.1/24"), stackB: netip.MustParsePrefix("10.99.0.2/24"), portA: 4789, portB: 4789,
+			innerOffset: vxlanInnerOffset},
 		{name: "ipv6", hostA: netip.MustParseAddr("::1"), hostB: netip.MustParseAddr("::1"),
 			stackA: netip.MustParsePrefix("fd00:99::1/64"), stackB: netip.MustParsePrefix("fd00:99::2/64"), portA: 4789, portB: 4790},
 	} {
@@ -117,9 +125,9 @@ func TestHostUDPLoopback(t *testing.T) {
 					ep: hostudp.Config{
 						Addrs: []netip.Addr{self.Addr()}, Bind: []netip.Addr{host}, Ports: []uint16{port},
 						Aliases: []hostudp.Alias{{Stack: peer.Addr(), Host: peerHost}},
-						NoGSO:   tc.noGSO, TrustHostChecksum: tc.trustHostChecksm,
+						NoGSO:   tc.noGSO, TrustHostChecksum: tc.trustHostChecksm, InnerOffset: tc.innerOffset,
 					},
-					under: self, remote: peer.Addr(), port: port, dstPort: peerPort,
+					under: self, remote: peer.Addr(), port: port, dstPort: peerPort, gso: tc.innerOffset > 0,
 					inner: netip.MustParsePrefix(inner),
 				})
 			}

@@ -110,11 +110,16 @@
 // The syscalls are batched (tens of datagrams per sendmmsg and recvmmsg
 // under load), so per-packet work in the stack dominates: at an overlay
 // MTU of 1450 every inner TCP segment is one trip through gVisor's inner
-// and outer layers. The endpoint does not advertise GSO: a 64 KiB inner
-// TCP segment in one outer datagram would need segmenting inside the
-// tunnel (the kernel's skb_udp_tunnel_segment), which needs the inner
-// headers' offset, which the tunnel framework does not yet record. See
-// e2e's BenchmarkHostUDP for figures against the kernel's VXLAN.
+// and outer layers. The inner-offload path (Config.InnerOffset) removes
+// that on transmit: the tunnel device passes 64 KiB inner TCP segments
+// through (vxlan.Config.GSO with ChecksumOffload), and the endpoint
+// segments them inside the tunnel, as the kernel's skb_udp_tunnel_segment
+// does, into UDP GSO trains: one trip through the stack and one sendmmsg
+// entry per ~44 datagrams. Since the endpoint cannot tell a protocol's
+// headers apart, it must be told where the inner IP header is (the
+// framework does not record it). Receive has no counterpart yet (inner TCP
+// GRO): each received datagram is one trip through the stack. See e2e's
+// BenchmarkHostUDP for figures against the kernel's VXLAN.
 //
 // # Network namespaces
 //

@@ -520,6 +520,17 @@ type txMsg struct {
 	segSize      int // GSO segment size (the first packet's payload)
 	bytes        int
 	closed       bool // a short last segment ends the train
+	// segs is the number of datagrams of an arena message (the
+	// inner-offload path), 0 for a message of packets.
+	segs int
+}
+
+// datagrams returns how many datagrams m carries.
+func (m *txMsg) datagrams() int {
+	if m.segs > 0 {
+		return m.segs
+	}
+	return m.count
 }
 
 // txPkt is a parsed packet of a batch.
@@ -537,6 +548,9 @@ type txBatch struct {
 	msgs  []txMsg
 	pkts  []txPkt
 	sock  *hostSocket
+	// arena holds the copies of the inner-offload path (allocated on
+	// first use).
+	arena []byte
 
 	// write is the sendmmsg callback for RawConn.Write, made once so that
 	// flush does not allocate a closure; off is its argument, n and errno
@@ -607,6 +621,10 @@ func (e *Endpoint) transmit(t *txBatch, pkts []*stack.PacketBuffer) {
 		if s != t.sock || len(t.pkts) == cap(t.pkts) || cap(t.iovs)-len(t.iovs) < 16 {
 			e.flush(t)
 			t.sock = s
+		}
+		if e.cfg.InnerOffset > 0 {
+			e.addInner(t, pkt, &o)
+			continue
 		}
 		t.add(pkt, &o)
 	}
@@ -710,7 +728,7 @@ func (t *txBatch) putControl(i int, is6 bool) {
 		}
 		n += unix.CmsgSpace(size)
 	}
-	if m.count > 1 {
+	if m.datagrams() > 1 {
 		put(unix.IPPROTO_UDP, unix.UDP_SEGMENT, 2, m.segSize)
 	}
 	if is6 {
@@ -732,7 +750,7 @@ func (t *txBatch) putControl(i int, is6 bool) {
 // flush sends the batch's messages from its socket and resets it.
 func (e *Endpoint) flush(t *txBatch) {
 	defer func() {
-		t.hs, t.msgs, t.pkts, t.iovs = t.hs[:0], t.msgs[:0], t.pkts[:0], t.iovs[:0]
+		t.hs, t.msgs, t.pkts, t.iovs, t.arena = t.hs[:0], t.msgs[:0], t.pkts[:0], t.iovs[:0], t.arena[:0]
 	}()
 	if len(t.msgs) == 0 {
 		return
@@ -772,8 +790,14 @@ func (e *Endpoint) flush(t *txBatch) {
 
 // sent counts message m as sent.
 func (e *Endpoint) sent(t *txBatch, m *txMsg) {
-	if m.count > 1 {
+	if m.datagrams() > 1 {
 		e.stats.txGSO.Add(1)
+	}
+	if m.segs > 0 {
+		hdr := t.pkts[m.first].o.payloadOff
+		e.stats.txPackets.Add(uint64(m.segs))
+		e.stats.txBytes.Add(uint64(m.bytes + m.segs*hdr))
+		return
 	}
 	for _, p := range t.pkts[m.first : m.first+m.count] {
 		e.stats.txPackets.Add(1)
@@ -788,6 +812,17 @@ func (e *Endpoint) sent(t *txBatch, m *txMsg) {
 func (e *Endpoint) sendFailed(t *txBatch, i int, errno syscall.Errno) {
 	m := &t.msgs[i]
 	s := t.sock
+	if m.segs > 1 && (errno == unix.EIO || errno == unix.EINVAL) {
+		if errno == unix.EIO {
+			s.gso.Store(false)
+		}
+		e.resendArena(t, m)
+		return
+	}
+	if m.segs > 0 {
+		e.failed(s, &t.pkts[m.first], m.segs, errno)
+		return
+	}
 	if m.count > 1 && (errno == unix.EIO || errno == unix.EINVAL || errno == unix.EMSGSIZE) {
 		if errno == unix.EIO {
 			s.gso.Store(false)

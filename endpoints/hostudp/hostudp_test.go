@@ -4,6 +4,7 @@ package hostudp_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/udptunnel/udptunnel/endpoints/hostudp"
 	"github.com/udptunnel/udptunnel/stack"
@@ -250,4 +252,125 @@ func TestNotUDP(t *testing.T) {
 	defer c.Close()
 	c.Write([]byte("hello"))
 	eventually(t, "the stack's ICMP counted as not UDP", func() bool { return v.ep.Stats().Dropped.NotUDP > 0 })
+}
+
+// TestTTLAndTOS: the outer TTL and TOS the tunnel sets (vxlan Config.TTL,
+// TOS) leave the host on the datagram (IP_TTL and IP_TOS control
+// messages), as a receiver with IP_RECVTTL and IP_RECVTOS sees.
+func TestTTLAndTOS(t *testing.T) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	rc, err := rx.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTTL, 1)
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1)
+	})
+	peer := netip.MustParseAddr("10.99.0.4")
+	port := uint16(rx.LocalAddr().(*net.UDPAddr).Port)
+	ep, err := hostudp.New(hostudp.Config{
+		Addrs: []netip.Addr{stackAddr.Addr()}, Bind: []netip.Addr{loopback}, Ports: []uint16{freePort(t)},
+		Aliases: []hostudp.Alias{{Stack: peer, Host: netip.MustParseAddr("127.0.0.4")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stack.New(stack.Options{})
+	defer func() { ep.Close(); st.Close() }()
+	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAddress(nic, stackAddr); err != nil {
+		t.Fatal(err)
+	}
+	sock, err := vxlan.OpenSocket(st, vxlan.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ep.LocalAddrs()[0].Port())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sock.AddDevice(nil, vxlan.Config{VNI: 42, Remotes: []netip.Addr{peer}, Port: port, TTL: 17, TOS: 0x28})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAddress(dev.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	st.Ping(ctx, netip.MustParseAddr("192.168.42.2"), 1, 56) // an ARP request goes out
+	rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf, oob := make([]byte, 2048), make([]byte, 256)
+	_, oobn, _, from, err := rx.ReadMsgUDPAddrPort(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, tos := -1, -1
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TTL && len(m.Data) >= 4:
+			ttl = int(int32(binary.NativeEndian.Uint32(m.Data)))
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_TOS && len(m.Data) >= 1:
+			tos = int(m.Data[0])
+		}
+	}
+	if ttl != 17 || tos != 0x28 {
+		t.Errorf("datagram from %v: TTL %d TOS %#x, want 17 and 0x28", from, ttl, tos)
+	}
+	if from != ep.LocalAddrs()[0] {
+		t.Errorf("datagram from %v, want from the endpoint's socket %v (the flow-hashed source port is lost)", from, ep.LocalAddrs()[0])
+	}
+}
+
+// TestWildcardBind: bound to all host addresses, the endpoint receives on
+// any of them, and rebuilt datagrams are addressed to the stack's address.
+func TestWildcardBind(t *testing.T) {
+	port := freePort(t)
+	ep, err := hostudp.New(hostudp.Config{
+		Addrs: []netip.Addr{stackAddr.Addr()}, Bind: []netip.Addr{netip.IPv4Unspecified()}, Ports: []uint16{port},
+		Aliases: []hostudp.Alias{{Stack: plainSender, Host: loopback}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := stack.New(stack.Options{})
+	defer func() { ep.Close(); st.Close() }()
+	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddAddress(nic, stackAddr); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := st.ListenUDP(netip.AddrPortFrom(stackAddr.Addr(), port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if got := ep.LocalAddrs()[0]; got.Addr() != netip.IPv4Unspecified() {
+		t.Errorf("bound to %v, want 0.0.0.0", got)
+	}
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("to 127.0.0.1"))
+	pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	n, from, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(buf[:n]) != "to 127.0.0.1" || !strings.HasPrefix(from.String(), plainSender.String()+":") {
+		t.Errorf("stack socket got %q from %v", buf[:n], from)
+	}
 }
