@@ -80,6 +80,8 @@ type iface struct {
 	proto string
 	dev   *stack.Device
 	sock  *stack.Socket
+	// fdb is a VXLAN interface's forwarding database (nil for others).
+	fdb *vxlan.FDB
 }
 
 // underlayFunc attaches the underlay to st: it returns the underlay NIC and
@@ -174,7 +176,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 				}
 			}
 		}
-		f.dev, f.sock = d.Device, s.Tunnel()
+		f.dev, f.sock, f.fdb = d.Device, s.Tunnel(), d.FDB()
 	case "geneve":
 		s, err := shared(n, fmt.Sprintf("geneve/%d", ic.Port), func() (*geneve.Socket, error) {
 			return geneve.OpenSocket(n.st, geneve.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)})

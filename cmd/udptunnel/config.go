@@ -15,6 +15,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -272,11 +274,12 @@ type PcapConfig struct {
 // Duration is a time.Duration written as "300ms", "5s", "1m".
 type Duration time.Duration
 
-// UnmarshalYAML decodes a Go duration string.
+// UnmarshalYAML decodes a Go duration string. Its error is a
+// *yaml.TypeError so that decoding goes on and parseConfig names the key.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
-		return fmt.Errorf("line %d: %q is not a duration like 500ms, 5s or 1m", n.Line, n.Value)
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration like 500ms, 5s or 1m", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -309,20 +312,114 @@ func loadConfig(path string) (*Config, *lines, error) {
 // later errors (from building interfaces) name their line too.
 func parseConfig(b []byte) (*Config, *lines, error) {
 	var cfg Config
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	l := &lines{root: &root}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, nil, l.decodeErrors(te)
+		}
 		return nil, nil, fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
-	}
-	l := &lines{root: &root}
 	if err := cfg.check(l); err != nil {
 		return nil, nil, err
 	}
 	return &cfg, l, nil
+}
+
+// The messages of a *yaml.TypeError, which name a line but not the key.
+var (
+	unknownKeyError = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
+	badValueError   = regexp.MustCompile("^line (\\d+): (?:cannot unmarshal \\S+(?: `(.*)`)? into .*|(\".*\") is not a duration.*)$")
+)
+
+// decodeErrors turns the decoder's errors into configErrors that name the
+// key path: an unknown key, or a value of the wrong type or form.
+func (l *lines) decodeErrors(te *yaml.TypeError) error {
+	var errs []error
+	for _, msg := range te.Errors {
+		if m := unknownKeyError.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			if path := l.find(line, func(k, _ *yaml.Node) bool { return k != nil && k.Value == m[2] }); path != nil {
+				errs = append(errs, &configError{path: pathString(path), line: line, msg: "unknown key"})
+				continue
+			}
+		}
+		if m := badValueError.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			want, prefix := m[2], false
+			if m[3] != "" {
+				want, _ = strconv.Unquote(m[3])
+			} else if strings.HasSuffix(want, "...") {
+				// The decoder shortens long values.
+				want, prefix = strings.TrimSuffix(want, "..."), true
+			}
+			kind := map[bool]yaml.Kind{true: yaml.MappingNode, false: yaml.SequenceNode}[strings.Contains(msg, "unmarshal !!map into")]
+			scalar := strings.Contains(msg, "`") || m[3] != ""
+			path := l.find(line, func(_, v *yaml.Node) bool {
+				if !scalar {
+					// A mapping or sequence where something else was due.
+					return v.Line == line && v.Kind == kind
+				}
+				return v.Kind == yaml.ScalarNode && (v.Value == want || prefix && strings.HasPrefix(v.Value, want))
+			})
+			if path != nil {
+				rest := strings.TrimPrefix(msg, "line "+m[1]+": ")
+				errs = append(errs, &configError{path: pathString(path), line: line, msg: rest})
+				continue
+			}
+		}
+		errs = append(errs, errors.New("config: "+msg))
+	}
+	return errors.Join(errs...)
+}
+
+// find returns the key path of the first node on line that match accepts,
+// the innermost first: match sees each mapping key with its value, and each
+// sequence item (with a nil key). It returns nil if none does.
+func (l *lines) find(line int, match func(key, value *yaml.Node) bool) []any {
+	var walk func(n *yaml.Node, path []any) []any
+	walk = func(n *yaml.Node, path []any) []any {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if p := walk(c, path); p != nil {
+					return p
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := append(slices.Clip(path), k.Value)
+				if q := walk(v, p); q != nil {
+					return q
+				}
+				if (k.Line == line || v.Line == line) && match(k, v) {
+					return p
+				}
+			}
+		case yaml.SequenceNode:
+			for i, v := range n.Content {
+				p := append(slices.Clip(path), i)
+				if q := walk(v, p); q != nil {
+					return q
+				}
+				if v.Line == line && match(nil, v) {
+					return p
+				}
+			}
+		}
+		return nil
+	}
+	if l == nil || l.root == nil {
+		return nil
+	}
+	return walk(l.root, nil)
 }
 
 // lines finds the line of a key path in the decoded document.

@@ -51,9 +51,16 @@ func TestConfigErrors(t *testing.T) {
 		name, yaml string
 		want       []string // substrings of the error
 	}{
-		{"unknown top-level key", base + "sox5: {}\n", []string{"line 4", "field sox5 not found"}},
-		{"unknown nested key", "underlay: {adress: 1.2.3.4}\n", []string{"line 1", "field adress not found"}},
-		{"bad duration", base + "shutdown_timeout: soon\n", []string{"line 4", `"soon" is not a duration`}},
+		{"unknown top-level key", base + "sox5: {}\n", []string{"line 4: sox5: unknown key"}},
+		{"unknown nested key", "underlay: {adress: 1.2.3.4}\n", []string{"line 1: underlay.adress: unknown key"}},
+		{"unknown keys in a list", "interfaces:\n  - {type: vxlan, vni: 4}\n  - {type: vxlan, vxlan: {fdb: [{mac: 02:00:00:00:00:01, via: x}]}}\n",
+			[]string{"line 2: interfaces[0].vni: unknown key", "line 3: interfaces[1].vxlan.fdb[0].via: unknown key"}},
+		{"bad duration", base + "shutdown_timeout: soon\n", []string{"line 4: shutdown_timeout", `"soon" is not a duration`}},
+		{"bad nested duration", base + "forwards: [{proto: udp, idle_timeout: -5s}]\n", []string{"line 4: forwards[0].idle_timeout", `"-5s" is not a duration`}},
+		{"wrong scalar type", "interfaces:\n  - {type: vxlan, id: abc, mtu: 1400}\n", []string{"line 2: interfaces[0].id: cannot unmarshal", "`abc`"}},
+		{"long wrong value", "interfaces:\n  - {type: vxlan, id: 1, mtu: lotsandlotsofbytes}\n", []string{"line 2: interfaces[0].mtu: cannot unmarshal"}},
+		{"map for a list", "interfaces:\n  - {type: vxlan, remote: [x], vxlan: {fdb: {}}}\n",
+			[]string{"line 2: interfaces[0].remote: cannot unmarshal !!seq", "line 2: interfaces[0].vxlan.fdb: cannot unmarshal !!map"}},
 		{"bad log level", base + "log: {level: loud}\n", []string{"line 4: log.level", `"loud"`}},
 		{"bad admin", base + "admin: {listen: localhost}\n", []string{"line 4: admin.listen"}},
 		{"bad underlay type", "underlay: {type: carrier-pigeon}\ninterfaces: []\n", []string{"line 1: underlay.type", "hostudp or tun"}},

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/udptunnel/udptunnel/stack"
+	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
 
 // metricSource is something whose counters the collector exports.
@@ -23,6 +24,8 @@ type metricSource struct {
 	counters          *stack.Counters
 	// icmpErrors, for sockets, counts ICMP errors for the outer flows.
 	icmpErrors func() uint64
+	// fdb, for VXLAN interfaces, is the forwarding database.
+	fdb *vxlan.FDB
 }
 
 // extraMetric is a counter or gauge read at scrape time from a component
@@ -39,6 +42,7 @@ type collector struct {
 	extra   []extraMetric
 
 	rxPackets, rxBytes, txPackets, txBytes, drops, passed, icmp *prometheus.Desc
+	fdbEntries, fdbLearned, fdbExpired                          *prometheus.Desc
 }
 
 func newCollector(sources []metricSource, extra []extraMetric) *collector {
@@ -46,21 +50,24 @@ func newCollector(sources []metricSource, extra []extraMetric) *collector {
 		return prometheus.NewDesc("udptunnel_"+name, help, append([]string{"kind", "name", "type"}, labels...), nil)
 	}
 	return &collector{
-		sources:   sources,
-		extra:     extra,
-		rxPackets: d("rx_packets_total", "Packets received: inner frames for interfaces, datagrams for tunnel sockets."),
-		rxBytes:   d("rx_bytes_total", "Bytes received."),
-		txPackets: d("tx_packets_total", "Packets sent."),
-		txBytes:   d("tx_bytes_total", "Bytes sent."),
-		drops:     d("drops_total", "Packets dropped, by reason.", "reason"),
-		passed:    d("passed_to_udp_total", "Datagrams a tunnel socket handed to its control plane."),
-		icmp:      d("icmp_errors_total", "ICMP errors received for a tunnel socket's outer flows."),
+		sources:    sources,
+		extra:      extra,
+		rxPackets:  d("rx_packets_total", "Packets received: inner frames for interfaces, datagrams for tunnel sockets."),
+		rxBytes:    d("rx_bytes_total", "Bytes received."),
+		txPackets:  d("tx_packets_total", "Packets sent."),
+		txBytes:    d("tx_bytes_total", "Bytes sent."),
+		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
+		passed:     d("passed_to_udp_total", "Datagrams a tunnel socket handed to its control plane."),
+		icmp:       d("icmp_errors_total", "ICMP errors received for a tunnel socket's outer flows."),
+		fdbEntries: d("fdb_entries", "Entries in a VXLAN interface's forwarding database (static, learned and the all-zeros default)."),
+		fdbLearned: d("fdb_learned_total", "Entries a VXLAN interface's forwarding database learned from received frames."),
+		fdbExpired: d("fdb_expired_total", "Learned entries a VXLAN interface's forwarding database aged out."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.drops, c.passed, c.icmp} {
+	for _, d := range []*prometheus.Desc{c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.drops, c.passed, c.icmp, c.fdbEntries, c.fdbLearned, c.fdbExpired} {
 		ch <- d
 	}
 	for _, e := range c.extra {
@@ -84,6 +91,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.passed, prometheus.CounterValue, float64(st.Passed), l...)
 			ch <- prometheus.MustNewConstMetric(c.icmp, prometheus.CounterValue, float64(s.icmpErrors()), l...)
 		}
+		if s.fdb != nil {
+			fs := s.fdb.Stats()
+			ch <- prometheus.MustNewConstMetric(c.fdbEntries, prometheus.GaugeValue, float64(s.fdb.Len()), l...)
+			ch <- prometheus.MustNewConstMetric(c.fdbLearned, prometheus.CounterValue, float64(fs.Learned), l...)
+			ch <- prometheus.MustNewConstMetric(c.fdbExpired, prometheus.CounterValue, float64(fs.Expired), l...)
+		}
 	}
 	for _, e := range c.extra {
 		ch <- prometheus.MustNewConstMetric(e.desc, e.typ, e.value())
@@ -95,7 +108,7 @@ func (n *node) metricSources() []metricSource {
 	var out []metricSource
 	seen := map[*stack.Socket]bool{}
 	for _, f := range n.ifaces {
-		out = append(out, metricSource{kind: "interface", name: f.name, proto: f.proto, counters: f.dev.Counters()})
+		out = append(out, metricSource{kind: "interface", name: f.name, proto: f.proto, counters: f.dev.Counters(), fdb: f.fdb})
 		if !seen[f.sock] {
 			seen[f.sock] = true
 			sock := f.sock
