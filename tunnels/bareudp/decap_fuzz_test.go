@@ -3,6 +3,7 @@ package bareudp
 import (
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -21,7 +22,7 @@ func FuzzDecap(f *testing.F) {
 	var hosts [2]host // [0] IP mode, [1] MPLS mode
 	for i, cfg := range []Config{ipConfig(), mplsConfig()} {
 		st, s, d := voidHost(f, cfg)
-		hosts[i] = host{s, d, tunnelEndpoint(f, st)}
+		hosts[i] = host{s, d, tunneltest.TunnelEndpoint(f, st)}
 	}
 	in := innerIPv4(8)
 	f.Add(false, []byte{})                                 // IP: empty datagram, truncated
@@ -51,7 +52,7 @@ func FuzzDecap(f *testing.F) {
 		if mpls {
 			h = hosts[1]
 		}
-		pkt := received(datagram4(payload))
+		pkt := tunneltest.Received(datagram4(payload))
 		defer pkt.DecRef()
 		before := accounted(h)
 		h.handle.HandlePacket(gstack.TransportEndpointID{}, pkt)

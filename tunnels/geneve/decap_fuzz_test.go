@@ -7,6 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -39,7 +40,7 @@ func FuzzDecap(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
-	ep := tunnelEndpoint(f, st)
+	ep := tunneltest.TunnelEndpoint(f, st)
 	mac := tcpip.LinkAddress(d.MAC())
 
 	ipv4 := make([]byte, header.IPv4MinimumSize+8)
@@ -85,7 +86,7 @@ func FuzzDecap(f *testing.F) {
 		if len(payload) > 9000 {
 			return
 		}
-		pkt := received(datagram4(payload))
+		pkt := tunneltest.Received(datagram4(payload))
 		defer pkt.DecRef()
 		before := accounted()
 		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)

@@ -5,6 +5,7 @@ import (
 
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -17,7 +18,7 @@ import (
 // they exercise.
 func FuzzDecap(f *testing.F) {
 	st, s, d := voidHost(f)
-	sockEP := tunnelEndpoint(f, st)
+	sockEP := tunneltest.TunnelEndpoint(f, st)
 
 	f.Add([]byte{})                                                        // empty datagram: truncated
 	f.Add(gpdu(42, ue4, 8, false))                                         // a valid G-PDU from the UE
@@ -40,7 +41,7 @@ func FuzzDecap(f *testing.F) {
 		if len(payload) > 9000 {
 			return
 		}
-		pkt := received(datagram4(payload))
+		pkt := tunneltest.Received(datagram4(payload))
 		defer pkt.DecRef()
 		before := accounted()
 		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)

@@ -8,6 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -22,7 +23,7 @@ func FuzzDecap(f *testing.F) {
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}
-	ep := tunnelEndpoint(f, st)
+	ep := tunneltest.TunnelEndpoint(f, st)
 	mac := tcpip.LinkAddress(d.MAC())
 	peer := tcpip.LinkAddress("\x02\xaa\x00\x00\x00\x01")
 	ipv4 := make([]byte, header.IPv4MinimumSize+8)
@@ -53,7 +54,7 @@ func FuzzDecap(f *testing.F) {
 		if len(payload) > 9000 {
 			return
 		}
-		pkt := received(datagram4(payload))
+		pkt := tunneltest.Received(datagram4(payload))
 		defer pkt.DecRef()
 		before := accounted()
 		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -19,7 +20,7 @@ func FuzzDecap(f *testing.F) {
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}
-	sockEP := tunnelEndpoint(f, st)
+	sockEP := tunneltest.TunnelEndpoint(f, st)
 	mac := d.MAC()
 
 	frame := func(vni VNI, flags uint8, dst []byte, etherType uint16, rest []byte) []byte {
@@ -57,7 +58,7 @@ func FuzzDecap(f *testing.F) {
 		if len(payload) > 9000 {
 			return
 		}
-		pkt := received(datagram4(payload), header.IPv4ProtocolNumber, header.IPv4MinimumSize)
+		pkt := tunneltest.Received(datagram4(payload))
 		defer pkt.DecRef()
 		before := accounted()
 		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
