@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 )
@@ -112,26 +113,6 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// counts is a counter delta: packets received and drops by reason.
-type counts struct {
-	Rx    uint64
-	Drops map[stack.DropReason]uint64
-}
-
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	out := counts{Rx: now.RxPackets - before.RxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if out.Drops == nil {
-				out.Drops = map[stack.DropReason]uint64{}
-			}
-			out.Drops[r] = n
-		}
-	}
-	return out
-}
-
 // sendFrom sends payload as one UDP datagram from src (an address of st)
 // to dst.
 func sendFrom(t testing.TB, st *stack.Stack, src netip.Addr, dst netip.AddrPort, payload []byte) {
@@ -189,14 +170,16 @@ func cat(bs ...[]byte) []byte {
 // checks the exact counter each one moves: a socket drop with its reason
 // and nothing delivered, or a delivery by the device.
 func TestMalformedDatagrams(t *testing.T) {
-	drop := func(r stack.DropReason) counts { return counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}} }
-	delivered := counts{Rx: 1}
+	drop := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	delivered := tunneltest.Counts{Rx: 1}
 	type tcase struct {
 		name    string
 		payload func(o *e2e.Overlay) []byte
-		fromAlt bool   // from a second address of the peer, not the remote
-		sock    counts // socket delta
-		devRx   uint64 // device packets delivered
+		fromAlt bool              // from a second address of the peer, not the remote
+		sock    tunneltest.Counts // socket delta
+		devRx   uint64            // device packets delivered
 	}
 	v4 := func(o *e2e.Overlay) []byte { return innerIPv4(o.A.Inner4, o.B.Inner4) }
 	v6 := func(o *e2e.Overlay) []byte { return innerIPv6(o.A.Inner6, o.B.Inner6) }
@@ -288,10 +271,10 @@ func TestMalformedDatagrams(t *testing.T) {
 							}
 							time.Sleep(time.Millisecond)
 						}
-						if diff := cmp.Diff(tc.sock, since(sockBefore, to.TunnelSocket.Counters())); diff != "" {
+						if diff := cmp.Diff(tc.sock, tunneltest.Since(sockBefore, to.TunnelSocket.Counters()).RxOnly()); diff != "" {
 							t.Errorf("socket counters (-want +got):\n%s", diff)
 						}
-						if diff := cmp.Diff(counts{Rx: tc.devRx}, since(devBefore, to.Tunnel.Counters())); diff != "" {
+						if diff := cmp.Diff(tunneltest.Counts{Rx: tc.devRx}, tunneltest.Since(devBefore, to.Tunnel.Counters()).RxOnly()); diff != "" {
 							t.Errorf("device counters (-want +got):\n%s", diff)
 						}
 					})

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
-
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
 	"github.com/udptunnel/udptunnel/stack"
@@ -156,45 +153,6 @@ func sendFrom(t testing.TB, st *stack.Stack, src netip.Addr, dst netip.AddrPort,
 	defer pc.Close()
 	if _, err := pc.WriteTo(payload, netAddr(dst)); err != nil {
 		t.Fatalf("send UDP to %v: %v", dst, err)
-	}
-}
-
-// counts is a counter delta.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-// since returns the change of c since the snapshot before.
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-// checkCounts compares a counter delta with want, exactly.
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
-	}
-}
-
-// eventually waits up to 5 s for cond.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 

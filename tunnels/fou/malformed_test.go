@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
@@ -71,20 +72,20 @@ func cat(bs ...[]byte) []byte {
 
 // where says which counters a datagram should move.
 type where struct {
-	sock, handler, dev counts
+	sock, handler, dev tunneltest.Counts
 }
 
 func sockDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 func handlerDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1}, handler: counts{Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1}, handler: tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 func devDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1}, dev: counts{Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 
-var delivered = where{sock: counts{Rx: 1}, dev: counts{Rx: 1}}
+var delivered = where{sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}}
 
 type malformedCase struct {
 	name     string
@@ -190,13 +191,13 @@ func TestMalformedDatagrams(t *testing.T) {
 							src = stranger.Addr()
 						}
 						sendFrom(t, from.st, src, netip.AddrPortFrom(to.outer, port), tc.payload)
-						eventually(t, "the datagram to reach the socket", func() bool {
+						tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 							s := to.sock.Tunnel().Counters().Stats()
 							return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()
 						})
-						checkCounts(t, "socket", since(sockBefore, to.sock.Tunnel().Counters()), tc.want.sock)
-						checkCounts(t, "handler "+h.Proto().String(), since(hBefore, h.Counters()), tc.want.handler)
-						checkCounts(t, "device", since(devBefore, to.dev.Counters()), tc.want.dev)
+						tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, to.sock.Tunnel().Counters()), tc.want.sock)
+						tunneltest.CheckCounts(t, "handler "+h.Proto().String(), tunneltest.Since(hBefore, h.Counters()), tc.want.handler)
+						tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, to.dev.Counters()), tc.want.dev)
 					})
 				}
 			})

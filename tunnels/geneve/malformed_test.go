@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -53,24 +54,6 @@ func ipv6Packet() []byte {
 		SrcAddr: tcpip.AddrFrom16([16]byte{0xfd, 0x42, 15: 9}), DstAddr: tcpip.AddrFrom16([16]byte{0xfd, 0x42, 15: 2})})
 	return b
 }
-
-// delta is a counter change: received packets and drops by reason.
-type delta struct {
-	rx    uint64
-	drops map[stack.DropReason]uint64
-}
-
-func diff(before, after stack.Stats) delta {
-	d := delta{rx: after.RxPackets - before.RxPackets, drops: map[stack.DropReason]uint64{}}
-	for _, r := range stack.DropReasons() {
-		if n := after.Dropped(r) - before.Dropped(r); n != 0 {
-			d.drops[r] = n
-		}
-	}
-	return d
-}
-
-func (d delta) String() string { return fmt.Sprintf("rx %d drops %v", d.rx, d.drops) }
 
 // none stands for "no drop" in the table below.
 const none stack.DropReason = 255
@@ -138,30 +121,27 @@ func TestMalformedDatagrams(t *testing.T) {
 					devBefore[n] = d.Counters().Stats()
 				}
 				h.inject(v6, tc.payload)
-				sd := diff(sockBefore, h.sock.Tunnel().Counters().Stats())
-				if sd.rx != 1 {
-					t.Fatalf("socket received %d datagrams, want 1", sd.rx)
+				sd := tunneltest.Since(sockBefore, h.sock.Tunnel().Counters())
+				if sd.Rx != 1 {
+					t.Fatalf("socket received %d datagrams, want 1", sd.Rx)
 				}
 				wantSock := map[stack.DropReason]uint64{}
 				if tc.want.sock != none {
 					wantSock[tc.want.sock] = 1
 				}
-				if fmt.Sprint(sd.drops) != fmt.Sprint(wantSock) {
-					t.Errorf("socket drops %v, want %v", sd.drops, wantSock)
+				if fmt.Sprint(sd.Drops) != fmt.Sprint(wantSock) {
+					t.Errorf("socket drops %v, want %v", sd.Drops, wantSock)
 				}
 				for n, d := range devs {
-					dd := diff(devBefore[n], d.Counters().Stats())
-					want := delta{drops: map[stack.DropReason]uint64{}}
+					var want tunneltest.Counts
 					if n == tc.want.dev {
 						if tc.want.drop != none {
-							want.drops[tc.want.drop] = 1
+							want.Drops = map[stack.DropReason]uint64{tc.want.drop: 1}
 						} else {
-							want.rx = 1
+							want.Rx = 1
 						}
 					}
-					if dd.String() != want.String() {
-						t.Errorf("device %s: %v, want %v", n, dd, want)
-					}
+					tunneltest.CheckCounts(t, "device "+n, tunneltest.Since(devBefore[n], d.Counters()).RxOnly(), want)
 				}
 			})
 		}

@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -65,10 +66,10 @@ func TestReceiveHook(t *testing.T) {
 		if !got[1].md.OAM || len(got[1].opts) != 0 || !bytes.Equal(got[1].frame, frame) {
 			t.Errorf("v6=%v: OAM call %+v", v6, got[1])
 		}
-		dd := diff(before, d.Counters().Stats())
+		dd := tunneltest.Since(before, d.Counters())
 		// Rx: the data packet and the OAM one handed to the hook; one
 		// policy drop.
-		if dd.rx != 2 || len(dd.drops) != 1 || dd.drops[stack.DropPolicy] != 1 {
+		if dd.Rx != 2 || len(dd.Drops) != 1 || dd.Drops[stack.DropPolicy] != 1 {
 			t.Errorf("v6=%v: device %v", v6, dd)
 		}
 	}

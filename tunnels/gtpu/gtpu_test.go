@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
@@ -128,42 +128,6 @@ func sendUDP(t testing.TB, st *stack.Stack, dst netip.AddrPort, payload []byte) 
 	}
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// counts is the part of a stack.Stats delta the tests compare.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
-	}
-}
-
 // TestRoundTrip runs ping and a hashed TCP transfer both ways between a
 // GGSN-role and an SGSN-role device, to both inner families, over IPv4 and
 // IPv6 underlays, and checks that nothing was dropped.
@@ -243,7 +207,7 @@ func TestEcho(t *testing.T) {
 	}
 	// The response can arrive before the sender's SendDatagram returns and
 	// counts it.
-	eventually(t, "the echo response to be counted", func() bool { return hs[0].sock.Stats().EchoResponses == 1 })
+	tunneltest.Eventually(t, "the echo response to be counted", func() bool { return hs[0].sock.Stats().EchoResponses == 1 })
 	if s := hs[0].sock.Stats(); s.EchoRequests != 1 || s.EchoResponses != 1 {
 		t.Errorf("stats %+v", s)
 	}
@@ -288,7 +252,7 @@ func TestControlPlane(t *testing.T) {
 			} else if after.EndMarkers != before.EndMarkers+1 {
 				t.Errorf("end markers %d -> %d", before.EndMarkers, after.EndMarkers)
 			}
-			checkCounts(t, "device", since(devBefore, hs[0].dev.Counters()), counts{})
+			tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, hs[0].dev.Counters()), tunneltest.Counts{})
 		})
 	}
 }
@@ -351,7 +315,7 @@ func TestSessions(t *testing.T) {
 	if _, err := hs[0].st.Ping(ctx, ue4, 2, 56); err == nil {
 		t.Error("ping through a removed session succeeded")
 	}
-	if got := since(before, hs[0].dev.Counters()); got.Drops[stack.DropNoRemote] == 0 {
+	if got := tunneltest.Since(before, hs[0].dev.Counters()); got.Drops[stack.DropNoRemote] == 0 {
 		t.Errorf("no DropNoRemote after the session went: %+v", got)
 	}
 	if err := hs[0].dev.AddSession(gtpu.Session{LocalTEID: teidUp, RemoteTEID: teidDown, Peer: hs[1].outer, UE4: ue4}); err != nil {

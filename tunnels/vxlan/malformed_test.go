@@ -17,6 +17,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -44,8 +45,12 @@ var (
 // from an ordinary UDP socket of another stack, over both underlay
 // families, and checks which counter each one moves.
 func TestMalformedDatagrams(t *testing.T) {
-	sock := func(r stack.DropReason) counts { return counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}} }
-	devDrop := func(r stack.DropReason) counts { return counts{Drops: map[stack.DropReason]uint64{r: 1}} }
+	sock := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	devDrop := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}
+	}
 	for _, outer4 := range []bool{true, false} {
 		t.Run(map[bool]string{true: "outer4", false: "outer6"}[outer4], func(t *testing.T) {
 			hs := pair(t, topo{outer4: outer4, opts: memlink.Options{Sync: true}}, nil)
@@ -56,8 +61,8 @@ func TestMalformedDatagrams(t *testing.T) {
 			for _, tc := range []struct {
 				name    string
 				payload []byte
-				sock    counts // socket counter delta
-				dev     counts // device counter delta
+				sock    tunneltest.Counts // socket counter delta
+				dev     tunneltest.Counts // device counter delta
 			}{
 				{name: "empty", payload: nil, sock: sock(stack.DropTruncated)},
 				{name: "3 bytes", payload: []byte{8, 0, 0}, sock: sock(stack.DropTruncated)},
@@ -74,31 +79,31 @@ func TestMalformedDatagrams(t *testing.T) {
 				{name: "reserved 24 bits", payload: cat(rawHeader(vxlan.FlagI, 0x000100, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
 				{name: "reserved last byte", payload: cat(rawHeader(vxlan.FlagI, 0, 42, 1), frame14), sock: sock(stack.DropBadHeader)},
 				{name: "frame for another MAC", payload: cat(valid42, ethFrame(macStranger, macPeer, etherExperimental, nil)),
-					sock: counts{Rx: 1}, dev: devDrop(stack.DropNotForUs)},
+					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropNotForUs)},
 				{name: "frame from the device's own MAC", payload: cat(valid42, ethFrame(macBroadcast, self, etherExperimental, nil)),
-					sock: counts{Rx: 1}, dev: devDrop(stack.DropLoop)},
-				{name: "bare Ethernet header", payload: cat(valid42, frame14), sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropLoop)},
+				{name: "bare Ethernet header", payload: cat(valid42, frame14), sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				{name: "truncated ARP", payload: cat(valid42, ethFrame(macBroadcast, macPeer, uint16(header.ARPProtocolNumber), []byte{0, 1, 8})),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				{name: "IPv4 claiming 60000 bytes", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv4ProtocolNumber), ipv4Claiming(60000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				{name: "IPv6 with a bad payload length", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv6ProtocolNumber), ipv6Claiming(9000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				{name: "VLAN tagged", payload: cat(valid42, ethFrame(self, macPeer, 0x8100, []byte{0, 42, 0x08, 0, 0x45})),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				// Receive does not drop on MTU (a GSO peer sends ~64 KB).
 				{name: "9000-byte frame", payload: cat(valid42, ethFrame(self, macPeer, etherExperimental, make([]byte, 9000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					sockBefore, devBefore := to.sock.Tunnel().Counters().Stats(), to.dev.Counters().Stats()
 					sendUDP(t, from.st, netip.AddrPortFrom(to.outer, vxlan.DefaultPort), tc.payload)
-					eventually(t, "the datagram to reach the socket", func() bool {
+					tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 						s := to.sock.Tunnel().Counters().Stats()
 						return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()
 					})
-					checkCounts(t, "socket", since(sockBefore, to.sock.Tunnel().Counters()), tc.sock)
-					checkCounts(t, "device", since(devBefore, to.dev.Counters()), tc.dev)
+					tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, to.sock.Tunnel().Counters()), tc.sock)
+					tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, to.dev.Counters()), tc.dev)
 				})
 			}
 		})
@@ -225,15 +230,15 @@ func TestBadOuterChecksum(t *testing.T) {
 	keep := func(c uint16) uint16 { return c }
 	zero := func(uint16) uint16 { return 0 }
 	offByOne := func(c uint16) uint16 { return c + 1 }
-	delivered := counts{Rx: 1}
-	bad := counts{Drops: map[stack.DropReason]uint64{stack.DropBadChecksum: 1}}
+	delivered := tunneltest.Counts{Rx: 1}
+	bad := tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropBadChecksum: 1}}
 	for _, tc := range []struct {
 		name    string
 		peer    netip.Addr
 		lax     bool // send to the ZeroRx6 socket
 		csum    func(uint16) uint16
 		corrupt bool // flip a payload bit after the checksum
-		want    counts
+		want    tunneltest.Counts
 	}{
 		{name: "IPv4 correct", peer: injectPeer4, csum: keep, want: delivered},
 		{name: "IPv4 zero (none)", peer: injectPeer4, csum: zero, want: delivered},
@@ -262,12 +267,12 @@ func TestBadOuterChecksum(t *testing.T) {
 			}
 			sockBefore, devBefore := sock.Counters().Stats(), dev.Counters().Stats()
 			h.inject(proto, b)
-			checkCounts(t, "socket", since(sockBefore, sock.Counters()), tc.want)
-			wantDev := counts{}
+			tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, sock.Counters()), tc.want)
+			wantDev := tunneltest.Counts{}
 			if tc.want.Rx == 1 {
-				wantDev = counts{Rx: 1}
+				wantDev = tunneltest.Counts{Rx: 1}
 			}
-			checkCounts(t, "device", since(devBefore, dev.Counters()), wantDev)
+			tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, dev.Counters()), wantDev)
 		})
 	}
 }
@@ -366,7 +371,7 @@ func TestGarbageNeverPanics(t *testing.T) {
 				proto, b := outerDatagram(netip.AddrPortFrom(injectPeer4, uint16(40000+i)), netip.MustParseAddrPort("10.99.0.2:4789"), payload, nil)
 				h.inject(proto, b)
 			}
-			sock, dev := since(sockBefore, h.sock.Tunnel().Counters()), since(devBefore, h.dev.Counters())
+			sock, dev := tunneltest.Since(sockBefore, h.sock.Tunnel().Counters()), tunneltest.Since(devBefore, h.dev.Counters())
 			if sock.Rx != perKind {
 				t.Errorf("socket received %d datagrams, want %d", sock.Rx, perKind)
 			}

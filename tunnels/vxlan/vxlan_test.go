@@ -25,6 +25,7 @@ import (
 
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -227,38 +228,8 @@ func noUDP(t testing.TB, pc net.PacketConn, d time.Duration) {
 	}
 }
 
-// counts is the part of a stack.Stats delta the tests compare: packets and
-// non-zero drops by reason.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-// since returns the change of c since the snapshot before.
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-// checkCounts compares a counter delta with want, exactly.
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
-	}
-}
-
 // checkDrops compares only the drops of a counter delta with want, exactly.
-func checkDrops(t testing.TB, what string, got counts, want map[stack.DropReason]uint64) {
+func checkDrops(t testing.TB, what string, got tunneltest.Counts, want map[stack.DropReason]uint64) {
 	t.Helper()
 	if diff := cmp.Diff(want, got.Drops, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("%s drops (-want +got):\n%s", what, diff)
