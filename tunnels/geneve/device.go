@@ -29,7 +29,7 @@ type Socket struct {
 	sock *stack.Socket
 
 	mu   sync.Mutex // serializes changes of devs
-	devs atomic.Pointer[map[VNI]*Device]
+	devs stack.Registry[VNI, *Device]
 }
 
 // OpenSocket opens a Geneve socket in st (the outer stack).
@@ -38,8 +38,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 		cfg.Local = netip.AddrPortFrom(cfg.Local.Addr(), DefaultPort)
 	}
 	s := &Socket{}
-	empty := map[VNI]*Device{}
-	s.devs.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
@@ -57,12 +55,12 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 
 // Device returns the device of vni, or nil.
-func (s *Socket) Device(vni VNI) *Device { return (*s.devs.Load())[vni] }
+func (s *Socket) Device(vni VNI) *Device { return s.devs.Get(vni) }
 
 // Close closes every device of the socket, then the socket. It is
 // idempotent.
 func (s *Socket) Close() error {
-	for _, d := range *s.devs.Load() {
+	for _, d := range s.devs.All() {
 		d.Close()
 	}
 	return s.sock.Close()
@@ -244,8 +242,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	if _, ok := old[cfg.VNI]; ok {
+	if s.devs.Get(cfg.VNI) != nil {
 		return nil, fmt.Errorf("vni %d: %w: the socket already has a device for it", cfg.VNI, stack.ErrExists)
 	}
 	d := &Device{sock: s, cfg: cfg, v6: v6, proto: proto}
@@ -268,12 +265,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	}
 	d.Device = dev
 	d.nic.Store(uint32(dev.NIC()))
-	next := make(map[VNI]*Device, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[cfg.VNI] = d
-	s.devs.Store(&next)
+	s.devs.Set(cfg.VNI, d)
 	return d, nil
 }
 
@@ -356,14 +348,7 @@ func (d *Device) detach() {
 	s := d.sock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	next := make(map[VNI]*Device, len(old))
-	for k, v := range old {
-		if v != d {
-			next[k] = v
-		}
-	}
-	s.devs.Store(&next)
+	s.devs.DeleteValue(d)
 }
 
 // errNoRemote wraps stack.ErrNoRemote for a metadata-mode device with no

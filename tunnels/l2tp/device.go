@@ -54,7 +54,7 @@ type Socket struct {
 	src  netip.Addr // outer source address; zero lets the route choose
 
 	mu       sync.Mutex // serializes changes of sessions
-	sessions atomic.Pointer[map[SessionID]*Device]
+	sessions stack.Registry[SessionID, *Device]
 }
 
 // OpenSocket opens an L2TPv3 tunnel's UDP socket in st (the outer stack).
@@ -72,8 +72,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if a := cfg.Local.Addr(); a.IsValid() && !a.IsUnspecified() {
 		s.src = a.Unmap()
 	}
-	empty := map[SessionID]*Device{}
-	s.sessions.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		Peer:     netip.AddrPortFrom(cfg.Remote.Addr().Unmap(), cfg.Remote.Port()),
@@ -115,12 +113,12 @@ func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 func (s *Socket) Config() SocketConfig { return s.cfg }
 
 // Device returns the session with local Session ID id, or nil.
-func (s *Socket) Device(id SessionID) *Device { return (*s.sessions.Load())[id] }
+func (s *Socket) Device(id SessionID) *Device { return s.sessions.Get(id) }
 
 // Close closes every session of the tunnel, then its socket. It is
 // idempotent.
 func (s *Socket) Close() error {
-	for _, d := range *s.sessions.Load() {
+	for _, d := range s.sessions.All() {
 		d.Close()
 	}
 	return s.sock.Close()
@@ -273,8 +271,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.sessions.Load()
-	if _, ok := old[cfg.ID]; ok {
+	if s.sessions.Get(cfg.ID) != nil {
 		return nil, fmt.Errorf("session id %d: %w: the tunnel already has it", cfg.ID, stack.ErrExists)
 	}
 	dev, err := stack.NewDevice(inner, stack.DeviceConfig{
@@ -295,12 +292,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	}
 	d.Device = dev
 	d.nic.Store(uint32(dev.NIC()))
-	next := make(map[SessionID]*Device, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[cfg.ID] = d
-	s.sessions.Store(&next)
+	s.sessions.Set(cfg.ID, d)
 	return d, nil
 }
 
@@ -379,12 +371,5 @@ func (d *Device) detach() {
 	s := d.sock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.sessions.Load()
-	next := make(map[SessionID]*Device, len(old))
-	for k, v := range old {
-		if v != d {
-			next[k] = v
-		}
-	}
-	s.sessions.Store(&next)
+	s.sessions.DeleteValue(d)
 }
