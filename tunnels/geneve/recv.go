@@ -131,13 +131,13 @@ func (d *Device) hook(pkt *stack.PacketBuffer, h Header, src, dst netip.AddrPort
 // "packet too big" for a remote lowers the MTU of the devices sending to it
 // (the kernel's tunnel PMTU update).
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
 	for _, d := range (*Socket)(e).devs.All() {
 		if d.cfg.Remote.Unmap() == dst {
-			d.UpdatePathMTU(ie.MTU)
+			d.UpdatePathMTU(mtu)
 		}
 	}
 }

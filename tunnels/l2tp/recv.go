@@ -143,11 +143,12 @@ func (d *Device) acceptSeq(ns uint32) bool {
 // "packet too big" for the remote lowers the MTU of every session.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
 	s := (*Socket)(e)
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 || ie.Dst.Addr().Unmap() != s.cfg.Remote.Addr().Unmap() {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok || dst != s.cfg.Remote.Addr().Unmap() {
 		return
 	}
 	for _, d := range s.sessions.All() {
-		d.UpdatePathMTU(ie.MTU)
+		d.UpdatePathMTU(mtu)
 	}
 }
 

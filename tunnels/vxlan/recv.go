@@ -70,13 +70,13 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Ve
 // "packet too big" for a remote lowers the MTU of the devices that send to
 // it.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
 	for _, d := range (*Socket)(e).devs.All() {
 		if d.sendsTo(dst) {
-			d.UpdatePathMTU(ie.MTU)
+			d.UpdatePathMTU(mtu)
 		}
 	}
 }
