@@ -199,9 +199,6 @@ type Device struct {
 	txOpt atomic.Pointer[Options]
 }
 
-// maxHeadroom bounds Config.Headroom so MaxHeaderLength fits in uint16.
-const maxHeadroom = 4096
-
 // AddDevice creates a Geneve device in inner (the stack whose applications
 // use the overlay; nil means the socket's own stack) and binds its VNI to
 // the socket. Bad configuration is an error naming the field; nothing is
@@ -271,6 +268,8 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 func (c *Config) validate() error {
 	fam4 := func(a netip.Addr) bool { return a.Unmap().Is4() }
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
+	ports := stack.CheckSrcPortRange(c.SrcPortMin, c.SrcPortMax)
 	switch {
 	case !c.VNI.Valid():
 		return fmt.Errorf("vni %d: %w: above %d", c.VNI, stack.ErrInvalid, MaxVNI)
@@ -282,10 +281,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
 	case c.Local.IsValid() && c.Remote.IsValid() && fam4(c.Local) != fam4(c.Remote):
 		return fmt.Errorf("local %v: %w: address family differs from remote %v", c.Local, stack.ErrInvalid, c.Remote)
-	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
-		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
-		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case ports != nil:
+		return ports
 	case c.DF > DFInherit:
 		return fmt.Errorf("df %d: %w: want DFUnset, DFSet or DFInherit", c.DF, stack.ErrInvalid)
 	case c.DF != DFUnset && ((c.Remote.IsValid() && !fam4(c.Remote)) || (c.Local.IsValid() && !fam4(c.Local))):
@@ -298,10 +295,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("flowlabel: %w: IPv4 has no flow label", stack.ErrInvalid)
 	case c.InnerProtoInherit && c.MAC != nil:
 		return fmt.Errorf("mac: %w: an L3 (innerprotoinherit) device has no MAC address", stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.TxOptionsRoom < 0 || c.TxOptionsRoom > MaxOptionsLen || c.TxOptionsRoom%4 != 0:
 		return fmt.Errorf("tx options room %d: %w: need a multiple of 4 in 0..%d", c.TxOptionsRoom, stack.ErrInvalid, MaxOptionsLen)
 	case len(c.TxOptions)%4 != 0 || len(c.TxOptions) > MaxOptionsLen:

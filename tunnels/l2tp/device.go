@@ -208,10 +208,6 @@ type Config struct {
 	Headroom int
 }
 
-// maxHeadroom bounds Config.Headroom: the device's MaxHeaderLength must fit
-// gVisor's uint16 with room to spare.
-const maxHeadroom = 4096
-
 // oosCountMax is how many consecutive in-sequence packets behind the
 // expected number resynchronise the receive sequence (the kernel's
 // nr_oos_count_max default).
@@ -298,6 +294,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 func (c *Config) validate(v6 bool) error {
 	cookieOK := func(n int) bool { return n == 0 || n == 4 || n == 8 }
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
 	switch {
 	case c.ID == 0:
 		return fmt.Errorf("session id 0: %w: reserved for control messages (RFC 3931 §4.1.2.1)", stack.ErrInvalid)
@@ -315,10 +312,8 @@ func (c *Config) validate(v6 bool) error {
 		return fmt.Errorf("seq %v: %w: sequence numbers need l2spec type default", c.Seq, stack.ErrInvalid)
 	case len(c.MAC) != 0 && len(c.MAC) != 6:
 		return fmt.Errorf("mac %v: %w: need 6 bytes", c.MAC, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.DF && v6:
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
 	case c.DF && c.GSO:

@@ -153,10 +153,6 @@ type Device struct {
 	closed  bool
 }
 
-// maxHeadroom bounds Config.Headroom: the device's MaxHeaderLength must fit
-// gVisor's uint16 with room to spare.
-const maxHeadroom = 4096
-
 // ageInterval is how often learned entries are scanned for expiry, the
 // kernel's FDB_AGE_INTERVAL.
 const ageInterval = 10 * time.Second
@@ -237,21 +233,19 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 }
 
 func (c *Config) validate() error {
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
+	ports := stack.CheckSrcPortRange(c.SrcPortMin, c.SrcPortMax)
 	switch {
 	case !c.VNI.Valid():
 		return fmt.Errorf("vni %d: %w: above %d", c.VNI, stack.ErrInvalid, MaxVNI)
 	case c.Local.IsValid() && (c.Local.IsUnspecified() || c.Local.IsMulticast()):
 		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
-	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
-		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case ports != nil:
+		return ports
 	case c.MaxEntries < 0:
 		return fmt.Errorf("max entries %d: %w", c.MaxEntries, stack.ErrInvalid)
-	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
-		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.DF && c.Local.Is6() && !c.Local.Is4In6():
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
 	case c.FlowLabel > 0xfffff:
