@@ -28,16 +28,8 @@ var (
 // closed when tb ends.
 func VoidStack(tb testing.TB) *stack.Stack {
 	tb.Helper()
-	st := stack.New(stack.Options{})
-	tb.Cleanup(st.Close)
 	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.PrefixFrom(VoidLocal, 24)); err != nil {
-		tb.Fatal(err)
-	}
+	st, _ := NewStack(tb, void, netip.PrefixFrom(VoidLocal, 24))
 	return st
 }
 

@@ -3,7 +3,6 @@ package bareudp_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
@@ -110,20 +109,6 @@ func TestRoundTrip(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-// sendFrom sends payload as one UDP datagram from src (an address of st)
-// to dst.
-func sendFrom(t testing.TB, st *stack.Stack, src netip.Addr, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	pc, err := st.ListenUDP(netip.AddrPortFrom(src, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	if _, err := pc.WriteTo(payload, net.UDPAddrFromAddrPort(dst)); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -262,7 +247,7 @@ func TestMalformedDatagrams(t *testing.T) {
 						if tc.fromAlt {
 							src = alt.Addr()
 						}
-						sendFrom(t, from.Stack, src, dst, tc.payload(o))
+						tunneltest.SendUDPFrom(t, from.Stack, src, dst, tc.payload(o))
 						deadline := time.Now().Add(5 * time.Second)
 						for {
 							s := to.TunnelSocket.Counters().Stats()

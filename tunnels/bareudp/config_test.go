@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 )
@@ -21,17 +22,7 @@ func outerHost(t testing.TB) *stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
-	nic, err := st.AddNIC(a, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.99.0.1/24", "fd00:99::1/64"} {
-		if err := st.AddAddress(nic, netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, _ := tunneltest.NewStack(t, a, netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("fd00:99::1/64"))
 	return st
 }
 

@@ -190,7 +190,7 @@ func TestMalformedDatagrams(t *testing.T) {
 						if tc.stranger {
 							src = stranger.Addr()
 						}
-						sendFrom(t, from.st, src, netip.AddrPortFrom(to.outer, port), tc.payload)
+						tunneltest.SendUDPFrom(t, from.st, src, netip.AddrPortFrom(to.outer, port), tc.payload)
 						tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 							s := to.sock.Tunnel().Counters().Stats()
 							return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()

@@ -21,6 +21,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -133,18 +134,8 @@ var (
 
 func newInjectHost(t testing.TB) *injectHost {
 	t.Helper()
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
 	ep := channel.New(4096, 1500, "")
-	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.99.0.2/24", "fd00::2/64"} {
-		if err := st.AddAddress(nic, netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, _ := tunneltest.NewStack(t, ep, netip.MustParsePrefix("10.99.0.2/24"), netip.MustParsePrefix("fd00::2/64"))
 	s, err := geneve.OpenSocket(st, geneve.SocketConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -50,30 +50,18 @@ const (
 // nil, adjusts host i's configuration.
 func pair(t testing.TB, outer4 bool, opts memlink.Options, cfg func(i int, c *gtpu.Config)) [2]*host {
 	t.Helper()
-	a, b, err := memlink.NewPair(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	outer := [2]netip.Prefix{netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("fd00::2/64")}
 	if outer4 {
-		outer = [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+		outer = tunneltest.Outer4
 	}
 	var hs [2]*host
-	for i, ep := range []*memlink.Endpoint{a, b} {
-		st := stack.New(stack.Options{})
-		t.Cleanup(st.Close)
-		nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.AddAddress(nic, outer[i]); err != nil {
-			t.Fatal(err)
-		}
+	for i, u := range tunneltest.Pair(t, opts, outer) {
+		st := u.St
 		sock, err := gtpu.OpenSocket(st, gtpu.SocketConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := &host{st: st, under: nic, sock: sock, outer: outer[i].Addr(), wire: ep}
+		h := &host{st: st, under: u.NIC, sock: sock, outer: u.Outer, wire: u.Wire}
 		c := gtpu.Config{Role: gtpu.RoleGGSN, Sessions: []gtpu.Session{{LocalTEID: teidUp, RemoteTEID: teidDown, Peer: outer[1].Addr(), UE4: ue4, UE6: ue6}}}
 		h.inner = [2]netip.Addr{gw4, gw6}
 		if i == 1 {
@@ -93,7 +81,6 @@ func pair(t testing.TB, outer4 bool, opts memlink.Options, cfg func(i int, c *gt
 		}
 		hs[i] = h
 	}
-	t.Cleanup(func() { a.Close(); b.Close() })
 	return hs
 }
 
@@ -112,19 +99,6 @@ func transfer(t testing.TB, a, b *host, dst netip.Addr, n int) {
 	defer cancel()
 	if _, err := e2e.TransferTCP(ctx, a.st, b.st, netip.AddrPortFrom(dst, 5001), int64(n), nil); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// sendUDP sends one datagram from st to dst from an ephemeral port.
-func sendUDP(t testing.TB, st *stack.Stack, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	c, err := st.DialUDP(dst)
-	if err != nil {
-		t.Fatalf("dial UDP %v: %v", dst, err)
-	}
-	defer c.Close()
-	if _, err := c.Write(payload); err != nil {
-		t.Fatalf("send UDP to %v: %v", dst, err)
 	}
 }
 
@@ -234,7 +208,7 @@ func TestControlPlane(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := hs[0].sock.Stats()
 			devBefore := hs[0].dev.Counters().Stats()
-			sendUDP(t, hs[1].st, to, tc.msg)
+			tunneltest.SendUDP(t, hs[1].st, to, tc.msg)
 			after := hs[0].sock.Stats()
 			if tc.pass {
 				buf := make([]byte, 200)

@@ -141,7 +141,7 @@ func TestFloodHeadEndReplication(t *testing.T) {
 	const n = 5
 	for i := range n {
 		m := []byte{'u', 'n', 'i', byte('0' + i)}
-		sendUDP(t, a.st, netip.AddrPortFrom(bInner, port), m)
+		tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bInner, port), m)
 		recvUDP(t, pcB, m)
 	}
 	tunneltest.CheckCounts(t, "A socket", tunneltest.Since(sockA, a.sock.Tunnel().Counters()), tunneltest.Counts{Tx: n})
@@ -245,16 +245,16 @@ func TestLearnedMACMoves(t *testing.T) {
 
 	// Unicast to B's MAC now goes to C, whose device is not B's MAC.
 	devB, devC := b.dev.Counters().Stats(), c.dev.Counters().Stats()
-	sendUDP(t, a.st, toB, []byte("lost to C"))
+	tunneltest.SendUDP(t, a.st, toB, []byte("lost to C"))
 	tunneltest.CheckCounts(t, "C device", tunneltest.Since(devC, c.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropNotForUs: 1}})
 	tunneltest.CheckCounts(t, "B device", tunneltest.Since(devB, b.dev.Counters()), tunneltest.Counts{})
 	noUDP(t, pcB, 50*time.Millisecond)
 
 	// B speaks again: the entry moves back and unicast reaches B.
-	sendUDP(t, b.st, netip.AddrPortFrom(a.inner[0].Addr(), port), []byte("I am B"))
+	tunneltest.SendUDP(t, b.st, netip.AddrPortFrom(a.inner[0].Addr(), port), []byte("I am B"))
 	tunneltest.Eventually(t, "A to learn B back", func() bool { return a.dev.FDB().Stats().Moved == 2 })
 	checkEntries(t, "A after moving back", a.dev, []vxlan.Entry{defaultEntry(b.outer, c.outer), atB})
-	sendUDP(t, a.st, toB, []byte("found B"))
+	tunneltest.SendUDP(t, a.st, toB, []byte("found B"))
 	recvUDP(t, pcB, []byte("found B"))
 
 	// A static entry never moves: a frame from that MAC via another VTEP
@@ -293,7 +293,7 @@ func TestStaticFDB(t *testing.T) {
 	// remote, exactly once per datagram.
 	addStaticNeighbor(t, a.st, a.dev.NIC(), bIn, b.dev.MAC())
 	devA := a.dev.Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("nowhere"))
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("nowhere"))
 	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropNoRemote: 1}})
 	noUDP(t, pcB, 50*time.Millisecond)
 
@@ -302,7 +302,7 @@ func TestStaticFDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	devA = a.dev.Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("static"))
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("static"))
 	recvUDP(t, pcB, []byte("static"))
 	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Tx: 1})
 

@@ -71,7 +71,7 @@ func TestRouteLoopThroughOwnDevice(t *testing.T) {
 			const n = 3
 			within(t, 5*time.Second, "sending into a route loop", func() {
 				for range n {
-					sendUDP(t, h.st, netip.AddrPortFrom(tc.target, 9), []byte("loop"))
+					tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(tc.target, 9), []byte("loop"))
 				}
 			})
 			loop := tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropLoop: n}}
@@ -107,7 +107,7 @@ func TestNestingLoop(t *testing.T) {
 	d1, d2 := dev1.Counters().Stats(), dev2.Counters().Stats()
 	s1, s2 := h.sock.Tunnel().Counters().Stats(), sock2.Tunnel().Counters().Stats()
 	within(t, 5*time.Second, "sending into a nesting loop", func() {
-		sendUDP(t, h.st, netip.AddrPortFrom(r1, 9), []byte("nest"))
+		tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(r1, 9), []byte("nest"))
 	})
 	// Device 1 sends at depths 0, 2, 4, 6 and drops the packet at depth
 	// stack.MaxNesting (8); device 2 sends at depths 1, 3, 5, 7. Each

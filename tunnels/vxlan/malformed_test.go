@@ -97,7 +97,7 @@ func TestMalformedDatagrams(t *testing.T) {
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					sockBefore, devBefore := to.sock.Tunnel().Counters().Stats(), to.dev.Counters().Stats()
-					sendUDP(t, from.st, netip.AddrPortFrom(to.outer, vxlan.DefaultPort), tc.payload)
+					tunneltest.SendUDP(t, from.st, netip.AddrPortFrom(to.outer, vxlan.DefaultPort), tc.payload)
 					tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 						s := to.sock.Tunnel().Counters().Stats()
 						return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()

@@ -182,7 +182,7 @@ func TestPathMTUFromICMP(t *testing.T) {
 			})
 			peerIn := netip.MustParseAddr("192.168.42.1")
 			addStaticNeighbor(t, h.st, h.dev.NIC(), peerIn, someMAC)
-			sendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), make([]byte, 1000))
+			tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), make([]byte, 1000))
 			pkt := h.ep.Read()
 			if pkt == nil {
 				t.Fatal("the device sent nothing")

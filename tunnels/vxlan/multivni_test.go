@@ -53,7 +53,7 @@ func TestOneSocketManyVNIs(t *testing.T) {
 			const n = 4
 			for i := range n {
 				m := []byte(fmt.Sprintf("VNI %d message %d", tc.vni, i))
-				sendUDP(t, a.st, netip.AddrPortFrom(tc.dst, port), m)
+				tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(tc.dst, port), m)
 				recvUDP(t, pc, m)
 			}
 			tunneltest.CheckCounts(t, fmt.Sprintf("B VNI %d device", tc.vni), tunneltest.Since(via, tc.via.Counters()), tunneltest.Counts{Rx: n})
@@ -67,7 +67,7 @@ func TestOneSocketManyVNIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := b.sock.Tunnel().Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(netip.MustParseAddr("192.168.42.2"), port), []byte("to a closed VNI"))
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(netip.MustParseAddr("192.168.42.2"), port), []byte("to a closed VNI"))
 	checkDrops(t, "B socket", tunneltest.Since(sock, b.sock.Tunnel().Counters()), map[stack.DropReason]uint64{stack.DropUnknownTunnel: 1})
 	ping(t, a, netip.MustParseAddr("192.168.43.2"))
 }
