@@ -142,15 +142,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 	s := socketOf(t, a)
 	d := s.Device()
 	name := d.Name()
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Errorf("second Device.Close: %v", err)
-	}
-	if _, ok := a.Stack.NICByName(name); ok {
-		t.Errorf("NIC %s still exists after Device.Close", name)
-	}
+	tunneltest.CloseTwice(t, "Device.Close", d)
+	tunneltest.NoNIC(t, a.Stack, name, "Device.Close")
 	if s.Device() != nil {
 		t.Error("socket still has its device after Device.Close")
 	}
@@ -158,12 +151,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("AddDevice after Device.Close: %v", err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second Socket.Close: %v", err)
-	}
+	tunneltest.CloseTwice(t, "Socket.Close", s)
 	if _, ok := a.Stack.NICByName(d2.Name()); ok {
 		t.Error("device NIC still exists after Socket.Close")
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -60,9 +61,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 				t.Fatalf("Device.Close: %v", err)
 			}
 		}
-		if _, ok := st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.NoNIC(t, st, name, "Device.Close")
 		if s.Device(42) != nil {
 			t.Error("VNI 42 still bound after Device.Close")
 		}
@@ -83,11 +82,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)
 		}
 		again.Close()
-		pc, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), geneve.DefaultPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", geneve.DefaultPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, st, geneve.DefaultPort)
 		o.Close()
 		goleak.VerifyNone(t, leaks)
 	})
@@ -105,25 +100,17 @@ func TestCloseLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("outer stack of a device in another stack", func(t *testing.T) {
-		leaks := goleak.IgnoreCurrent()
-		outer, inner := stack.New(stack.Options{}), stack.New(stack.Options{})
-		s, err := geneve.OpenSocket(outer, geneve.SocketConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := s.AddDevice(inner, geneve.Config{VNI: 42, Remote: netip.MustParseAddr("10.99.0.1")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := inner.NICByName(d.Name()); !ok {
-			t.Fatalf("no NIC %s in the inner stack", d.Name())
-		}
-		outer.Close() // closes the socket; the device cannot outlive it
-		if _, ok := inner.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still in the inner stack after its socket's stack closed", d.Name())
-		}
-		inner.Close()
-		goleak.VerifyNone(t, leaks)
+		tunneltest.OuterStackClose(t, func(outer, inner *stack.Stack) string {
+			s, err := geneve.OpenSocket(outer, geneve.SocketConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := s.AddDevice(inner, geneve.Config{VNI: 42, Remote: netip.MustParseAddr("10.99.0.1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Name()
+		}, nil)
 	})
 }
 
