@@ -101,13 +101,7 @@ func BenchmarkEncap(b *testing.B) {
 			pkt := innerPacket()
 			defer pkt.DecRef()
 			b.Run("transmit", func(b *testing.B) {
-				tx := (*transmitter)(d)
-				b.ReportAllocs()
-				for b.Loop() {
-					if err := tx.Transmit(pkt); err != nil {
-						b.Fatal(err)
-					}
-				}
+				tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 			})
 			b.Run("encap-only", func(b *testing.B) {
 				b.ReportAllocs()
@@ -134,12 +128,7 @@ func BenchmarkDecap(b *testing.B) {
 			cd := tunneltest.Count(st, d.Name())
 			wire := m.wire()
 			sockEP := tunneltest.TunnelEndpoint(b, st)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := tunneltest.Received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			tunneltest.Loop(b, tunneltest.Receive(sockEP, wire))
 			if cd.Delivered() == 0 {
 				b.Fatal("nothing was delivered")
 			}

@@ -12,7 +12,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
@@ -65,22 +64,12 @@ func BenchmarkEncap(b *testing.B) {
 			_, _, d := voidHost(b, bc.sock, bc.dev)
 			pkt := innerPacket()
 			defer pkt.DecRef()
-			tx := (*transmitter)(d)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := tx.Transmit(pkt); err != nil {
-					b.Fatal(err)
-				}
-			}
+			tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 		})
 	}
 	b.Run("outer-ip-only", func(b *testing.B) {
 		st, _, _ := voidHost(b, benchCases[1].sock, benchCases[1].dev)
-		send := tunneltest.OuterWrite(b, st, GUEPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen)
-		b.ReportAllocs()
-		for b.Loop() {
-			send()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, GUEPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen))
 	})
 }
 
@@ -95,12 +84,7 @@ func TestEncapNoAllocs(t *testing.T) {
 			st, s, d := voidHost(t, bc.sock, bc.dev)
 			pkt := innerPacket()
 			defer pkt.DecRef()
-			tx := (*transmitter)(d)
-			encap := func() {
-				if err := tx.Transmit(pkt); err != nil {
-					t.Fatal(err)
-				}
-			}
+			encap := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 			encap() // the route cache fills once
 			outer := tunneltest.OuterWrite(t, st, GUEPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen)
 			outer()
@@ -157,12 +141,7 @@ func BenchmarkDecap(b *testing.B) {
 			cd := tunneltest.Count(st, d.Name())
 			wire := datagram4(tunnelPayload(bc.sock, bc.dev, header.UDPMinimumSize+benchPayload), s.Tunnel().LocalAddr().Port())
 			sockEP := tunneltest.TunnelEndpoint(b, st)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := tunneltest.Received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			tunneltest.Loop(b, tunneltest.Receive(sockEP, wire))
 			if cd.Delivered() == 0 {
 				b.Fatalf("nothing was delivered: socket %v, device %v", s.Tunnel().Counters().Stats(), d.Counters().Stats())
 			}
@@ -187,11 +166,7 @@ func TestDecapNoAllocs(t *testing.T) {
 			cd := tunneltest.Count(st, d.Name())
 			wire := datagram4(tunnelPayload(bc.sock, bc.dev, 100), s.Tunnel().LocalAddr().Port())
 			sockEP := tunneltest.TunnelEndpoint(t, st)
-			receive := func() {
-				pkt := tunneltest.Received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			receive := tunneltest.Receive(sockEP, wire)
 			receive()
 			tunneltest.SkipIfRace(t)
 			if n := testing.AllocsPerRun(1000, receive); n != 0 {

@@ -66,21 +66,11 @@ func BenchmarkEncap(b *testing.B) {
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
 	b.Run("geneve", func(b *testing.B) {
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	// The same outer write without the tunnel, to subtract.
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write := tunneltest.OuterWrite(b, st, DefaultPort, pkt.Size()+HeaderLen+len(benchOption))
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, pkt.Size()+HeaderLen+len(benchOption)))
 	})
 }
 
@@ -92,12 +82,7 @@ func TestEncapNoAllocs(t *testing.T) {
 	st, s, d := voidHost(t, benchConfig())
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
-	tx := (*transmitter)(d)
-	send := func() {
-		if err := tx.Transmit(pkt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 	send()
 	base := tunneltest.OuterWrite(t, st, DefaultPort, pkt.Size()+HeaderLen+len(benchOption))
 	base()
@@ -152,12 +137,7 @@ func BenchmarkDecap(b *testing.B) {
 				cfg.OnReceive = func(md Metadata, frame []byte) { seen += len(md.Options) }
 			}
 			cd, ep, wire := decapHost(b, cfg)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := tunneltest.Received(wire)
-				ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			tunneltest.Loop(b, tunneltest.Receive(ep, wire))
 			if cd.Delivered() == 0 {
 				b.Fatal("nothing was delivered")
 			}
@@ -181,11 +161,7 @@ func TestDecapNoAllocs(t *testing.T) {
 				}
 			}
 			cd, ep, wire := decapHost(t, cfg)
-			receive := func() {
-				pkt := tunneltest.Received(wire)
-				ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			receive := tunneltest.Receive(ep, wire)
 			receive()
 			tunneltest.SkipIfRace(t)
 			if n := testing.AllocsPerRun(1000, receive); n != 0 {

@@ -59,20 +59,10 @@ func BenchmarkEncap(b *testing.B) {
 	b.Run("gtpu", func(b *testing.B) {
 		pkt := innerPacket()
 		defer pkt.DecRef()
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write := tunneltest.OuterWrite(b, st, DefaultPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen)
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen))
 	})
 }
 
@@ -87,12 +77,7 @@ func TestEncapNoAllocs(t *testing.T) {
 	st, s, d := voidHost(t)
 	pkt := innerPacket()
 	defer pkt.DecRef()
-	tx := (*transmitter)(d)
-	send := func() {
-		if err := tx.Transmit(pkt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 	send() // warm the route cache
 	outerOnly := tunneltest.OuterWrite(t, st, DefaultPort, pkt.Size()+HeaderLen)
 	tunneltest.SkipIfRace(t)
@@ -174,11 +159,7 @@ func TestDecapNoAllocs(t *testing.T) {
 		cd := tunneltest.Count(st, d.Name())
 		wire := datagram4(gpdu(42, ue4, 100, psc))
 		sockEP := tunneltest.TunnelEndpoint(t, st)
-		receive := func() {
-			pkt := tunneltest.Received(wire)
-			sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-			pkt.DecRef()
-		}
+		receive := tunneltest.Receive(sockEP, wire)
 		receive()
 		tunneltest.SkipIfRace(t)
 		if n := testing.AllocsPerRun(1000, receive); n != 0 {

@@ -59,20 +59,10 @@ func BenchmarkEncap(b *testing.B) {
 	b.Run("l2tp", func(b *testing.B) {
 		pkt := innerFrame(d)
 		defer pkt.DecRef()
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write := tunneltest.OuterWrite(b, st, DefaultPort, innerFrame(d).Size()+d.hdrLen())
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, innerFrame(d).Size()+d.hdrLen()))
 	})
 }
 
@@ -84,12 +74,7 @@ func TestEncapNoAllocs(t *testing.T) {
 	st, s, d := voidHost(t, benchConfig())
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
-	tx := (*transmitter)(d)
-	send := func() {
-		if err := tx.Transmit(pkt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 	send() // the route cache fills once
 	tunneltest.SkipIfRace(t)
 	baseline := testing.AllocsPerRun(1000, tunneltest.OuterWrite(t, st, DefaultPort, pkt.Size()+d.hdrLen()))

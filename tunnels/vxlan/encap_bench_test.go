@@ -59,20 +59,10 @@ func BenchmarkEncap(b *testing.B) {
 	b.Run("vxlan", func(b *testing.B) {
 		pkt := innerFrame(d)
 		defer pkt.DecRef()
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write := tunneltest.OuterWrite(b, st, DefaultPort, benchPayload+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen)
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, benchPayload+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen))
 	})
 	_ = s
 }
@@ -130,11 +120,7 @@ func TestDecapNoAllocs(t *testing.T) {
 	cd := tunneltest.Count(st, d.Name())
 	wire := datagram4(vxlanFrame(42, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), 100))
 	sockEP := tunneltest.TunnelEndpoint(t, st)
-	receive := func() {
-		pkt := tunneltest.Received(wire)
-		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		pkt.DecRef()
-	}
+	receive := tunneltest.Receive(sockEP, wire)
 	receive() // learn the source first: a new FDB entry allocates, once
 	tunneltest.SkipIfRace(t)
 	if n := testing.AllocsPerRun(1000, receive); n != 0 {
