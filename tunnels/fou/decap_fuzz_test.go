@@ -59,19 +59,13 @@ func FuzzDecap(f *testing.F) {
 		return n
 	}
 	f.Fuzz(func(t *testing.T, toFOU bool, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
 		tg := &targets[0]
 		if toFOU {
 			tg = &targets[1]
 		}
-		pkt := tunneltest.Received(datagram4(payload, tg.port))
-		defer pkt.DecRef()
-		before := accounted(tg)
-		tg.ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted(tg) - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times", len(payload), got)
-		}
+		tunneltest.AccountedOnce(t, tg.ep, datagram4(payload, tg.port), func() uint64 { return accounted(tg) }, nil)
 	})
 }
