@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -142,14 +143,6 @@ func entries(es ...[3]uint32) []byte {
 	return b
 }
 
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
-}
-
 // TestMalformedDatagrams sends crafted datagrams to the bareudp port from
 // an ordinary UDP socket of the peer, over both underlay families, and
 // checks the exact counter each one moves: a socket drop with its reason
@@ -170,7 +163,7 @@ func TestMalformedDatagrams(t *testing.T) {
 	v6 := func(o *e2e.Overlay) []byte { return innerIPv6(o.A.Inner6, o.B.Inner6) }
 	raw := func(b []byte) func(*e2e.Overlay) []byte { return func(*e2e.Overlay) []byte { return b } }
 	over := func(stack []byte, inner func(*e2e.Overlay) []byte) func(*e2e.Overlay) []byte {
-		return func(o *e2e.Overlay) []byte { return cat(stack, inner(o)) }
+		return func(o *e2e.Overlay) []byte { return slices.Concat(stack, inner(o)) }
 	}
 	const L = 1042 // the label e2e.MPLSUDP pushes and accepts with VNI 42
 	deep := make([][3]uint32, bareudp.MaxLabelDepth+1)

@@ -7,6 +7,7 @@ package geneve_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -122,7 +123,7 @@ func TestManyVNIs(t *testing.T) {
 		devs = append(devs, h.addDevice(t, geneve.Config{VNI: 100 + vni, Remote: peer4}))
 	}
 	for i, d := range devs {
-		h.inject(false, cat(rawHeader(0, 0, geneve.ProtoTEB, uint32(100+i)), ethFrame("\xff\xff\xff\xff\xff\xff")))
+		h.inject(false, slices.Concat(rawHeader(0, 0, geneve.ProtoTEB, uint32(100+i)), ethFrame("\xff\xff\xff\xff\xff\xff")))
 		for j, e := range devs {
 			want := uint64(0)
 			if j <= i {

@@ -8,6 +8,7 @@ package geneve_test
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -84,34 +85,34 @@ func TestMalformedDatagrams(t *testing.T) {
 	}{
 		{"empty", nil, sockDrop(stack.DropTruncated)},
 		{"7 bytes", rawHeader(0, 0, teb, 42)[:7], sockDrop(stack.DropTruncated)},
-		{"version 1", cat(rawHeader(0x40, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
-		{"version 3", cat(rawHeader(0xc0, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
+		{"version 1", slices.Concat(rawHeader(0x40, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
+		{"version 3", slices.Concat(rawHeader(0xc0, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
 		{"opt len past the datagram", rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0), sockDrop(stack.DropTruncated)},
-		{"opt len 63 on a short datagram", cat(rawHeader(63, 0, teb, 42), frame), sockDrop(stack.DropTruncated)},
-		{"option overruns opt len", cat(rawHeader(1, 0, teb, 42, 0xff, 0xff, 1, 1), frame), sockDrop(stack.DropBadHeader)},
-		{"second option overruns opt len", cat(rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0, 0xff, 0xff, 2, 3), frame), sockDrop(stack.DropBadHeader)},
-		{"unknown VNI", cat(rawHeader(0, 0, teb, 4242), frame), sockDrop(stack.DropUnknownTunnel)},
-		{"largest VNI", cat(rawHeader(0, 0, teb, geneve.MaxVNI), frame), sockDrop(stack.DropUnknownTunnel)},
-		{"IPv4 protocol on an L2 device", cat(rawHeader(0, 0, geneve.ProtoIPv4, 42), ipv4Packet()), devDrop("l2", stack.DropNotForUs)},
-		{"TEB on an L3 device", cat(rawHeader(0, 0, teb, 43), frame), devDrop("l3", stack.DropNotForUs)},
-		{"MPLS protocol on an L3 device", cat(rawHeader(0, 0, 0x8847, 43), ipv4Packet()), devDrop("l3", stack.DropNotForUs)},
-		{"IPv4 protocol with an IPv6 packet", cat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv6Packet()), devDrop("l3", stack.DropBadHeader)},
-		{"IPv6 protocol with an IPv4 packet", cat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv4Packet()), devDrop("l3", stack.DropBadHeader)},
+		{"opt len 63 on a short datagram", slices.Concat(rawHeader(63, 0, teb, 42), frame), sockDrop(stack.DropTruncated)},
+		{"option overruns opt len", slices.Concat(rawHeader(1, 0, teb, 42, 0xff, 0xff, 1, 1), frame), sockDrop(stack.DropBadHeader)},
+		{"second option overruns opt len", slices.Concat(rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0, 0xff, 0xff, 2, 3), frame), sockDrop(stack.DropBadHeader)},
+		{"unknown VNI", slices.Concat(rawHeader(0, 0, teb, 4242), frame), sockDrop(stack.DropUnknownTunnel)},
+		{"largest VNI", slices.Concat(rawHeader(0, 0, teb, geneve.MaxVNI), frame), sockDrop(stack.DropUnknownTunnel)},
+		{"IPv4 protocol on an L2 device", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 42), ipv4Packet()), devDrop("l2", stack.DropNotForUs)},
+		{"TEB on an L3 device", slices.Concat(rawHeader(0, 0, teb, 43), frame), devDrop("l3", stack.DropNotForUs)},
+		{"MPLS protocol on an L3 device", slices.Concat(rawHeader(0, 0, 0x8847, 43), ipv4Packet()), devDrop("l3", stack.DropNotForUs)},
+		{"IPv4 protocol with an IPv6 packet", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv6Packet()), devDrop("l3", stack.DropBadHeader)},
+		{"IPv6 protocol with an IPv4 packet", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv4Packet()), devDrop("l3", stack.DropBadHeader)},
 		{"L3 header without a packet", rawHeader(0, 0, geneve.ProtoIPv4, 43), devDrop("l3", stack.DropTruncated)},
 		{"L2 header without a frame", rawHeader(0, 0, teb, 42), devDrop("l2", stack.DropTruncated)},
-		{"unknown critical option", cat(rawHeader(1, geneve.FlagCritical, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
-		{"unknown critical option without the C bit", cat(rawHeader(1, 0, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
-		{"unknown critical option on an L3 device", cat(rawHeader(1, geneve.FlagCritical, geneve.ProtoIPv4, 43, 0xff, 0xff, 0x81, 0), ipv4Packet()), devDrop("l3", stack.DropPolicy)},
-		{"OAM without a hook", cat(rawHeader(0, geneve.FlagOAM, teb, 42), frame), devDrop("l2", stack.DropPolicy)},
-		{"frame for another MAC", cat(rawHeader(0, 0, teb, 42), ethFrame("\x02\xbb\x00\x00\x00\x01")), devDrop("l2", stack.DropNotForUs)},
+		{"unknown critical option", slices.Concat(rawHeader(1, geneve.FlagCritical, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
+		{"unknown critical option without the C bit", slices.Concat(rawHeader(1, 0, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
+		{"unknown critical option on an L3 device", slices.Concat(rawHeader(1, geneve.FlagCritical, geneve.ProtoIPv4, 43, 0xff, 0xff, 0x81, 0), ipv4Packet()), devDrop("l3", stack.DropPolicy)},
+		{"OAM without a hook", slices.Concat(rawHeader(0, geneve.FlagOAM, teb, 42), frame), devDrop("l2", stack.DropPolicy)},
+		{"frame for another MAC", slices.Concat(rawHeader(0, 0, teb, 42), ethFrame("\x02\xbb\x00\x00\x00\x01")), devDrop("l2", stack.DropNotForUs)},
 		// Not malformed: the boundaries of what is accepted.
-		{"understood critical option", cat(rawHeader(1, geneve.FlagCritical, teb, 42, 0xff, 0xff, 0x81, 0), frame), delivered("l2")},
-		{"unknown non-critical option", cat(rawHeader(2, 0, teb, 42, 0x01, 0x02, 0x03, 1, 1, 2, 3, 4), frame), delivered("l2")},
-		{"C bit without critical options", cat(rawHeader(0, geneve.FlagCritical, teb, 42), frame), delivered("l2")},
-		{"reserved bits set", cat(rawHeader(0, 0x3f, teb, 42+0), frame), delivered("l2")},
-		{"L3 IPv4", cat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv4Packet()), delivered("l3")},
-		{"L3 IPv6", cat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv6Packet()), delivered("l3")},
-		{"9000-byte frame (no MTU check on receive)", cat(rawHeader(0, 0, teb, 42), frame, make([]byte, 9000)), delivered("l2")},
+		{"understood critical option", slices.Concat(rawHeader(1, geneve.FlagCritical, teb, 42, 0xff, 0xff, 0x81, 0), frame), delivered("l2")},
+		{"unknown non-critical option", slices.Concat(rawHeader(2, 0, teb, 42, 0x01, 0x02, 0x03, 1, 1, 2, 3, 4), frame), delivered("l2")},
+		{"C bit without critical options", slices.Concat(rawHeader(0, geneve.FlagCritical, teb, 42), frame), delivered("l2")},
+		{"reserved bits set", slices.Concat(rawHeader(0, 0x3f, teb, 42+0), frame), delivered("l2")},
+		{"L3 IPv4", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv4Packet()), delivered("l3")},
+		{"L3 IPv6", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv6Packet()), delivered("l3")},
+		{"9000-byte frame (no MTU check on receive)", slices.Concat(rawHeader(0, 0, teb, 42), frame, make([]byte, 9000)), delivered("l2")},
 	} {
 		for _, v6 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/outer6=%v", tc.name, v6), func(t *testing.T) {

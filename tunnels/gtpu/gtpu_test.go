@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -199,7 +200,7 @@ func TestControlPlane(t *testing.T) {
 		msg  []byte
 		pass bool
 	}{
-		{"G-PDU for unknown TEID", cat([]byte{0x30, 0xff, 0, 20, 0, 0, 0x12, 0x34}, ipv4From(ue4, gw4)), true},
+		{"G-PDU for unknown TEID", slices.Concat([]byte{0x30, 0xff, 0, 20, 0, 0, 0x12, 0x34}, ipv4From(ue4, gw4)), true},
 		{"Error Indication", []byte{0x32, 26, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0}, true},
 		{"Echo Response", []byte{0x32, 2, 0, 6, 0, 0, 0, 0, 0, 1, 0, 0, 14, 0}, true},
 		{"Supported Extension Headers Notification", []byte{0x32, 31, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0}, true},
@@ -252,14 +253,6 @@ func ipv6From(src, dst netip.Addr) []byte {
 	b := []byte{0x60, 0, 0, 0, 0, 0, 59, 64}
 	b = append(b, src.AsSlice()...)
 	return append(b, dst.AsSlice()...)
-}
-
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
 }
 
 // gpduMsg returns a G-PDU for teid with payload as its T-PDU.

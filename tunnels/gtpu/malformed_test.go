@@ -7,6 +7,7 @@ package gtpu_test
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
@@ -34,7 +35,7 @@ func TestMalformedDatagrams(t *testing.T) {
 	long := func(next uint8, ext []byte, payload []byte) []byte {
 		b := make([]byte, gtpu.LongHeaderLen)
 		gtpu.Header(b).Encode(&gtpu.Fields{Type: gtpu.GPDU, Length: uint16(4 + len(ext) + len(payload)), TEID: teidUp, NextExt: next})
-		return cat(b, ext, payload)
+		return slices.Concat(b, ext, payload)
 	}
 	for _, outer4 := range []bool{true, false} {
 		t.Run(map[bool]string{true: "outer4", false: "outer6"}[outer4], func(t *testing.T) {
@@ -78,9 +79,9 @@ func TestMalformedDatagrams(t *testing.T) {
 				{name: "IPv6 from the UE", payload: gpduMsg(teidUp, up6), sock: ok, dev: ok},
 				{name: "PDU Session Container", payload: long(gtpu.ExtPDUSessionContainer, []byte{1, 0x10, 9, 0}, up4), sock: ok, dev: ok},
 				{name: "unknown optional extension", payload: long(0x01, []byte{1, 0xaa, 0xbb, 0}, up4), sock: ok, dev: ok},
-				{name: "S and PN without extension", payload: cat([]byte{0x33, 0xff, 0, byte(4 + len(up4)), 0, 0, 0, byte(teidUp), 0, 9, 3, 0}, up4), sock: ok, dev: ok},
-				{name: "octets after Length", payload: cat(good, []byte{0xee, 0xee, 0xee}), sock: ok, dev: ok},
-				{name: "9000-octet T-PDU", payload: gpduMsg(teidUp, cat(mod(up4, func(b []byte) { b[2], b[3] = 0x23, 0x28 }), make([]byte, 8980))), sock: ok, dev: ok},
+				{name: "S and PN without extension", payload: slices.Concat([]byte{0x33, 0xff, 0, byte(4 + len(up4)), 0, 0, 0, byte(teidUp), 0, 9, 3, 0}, up4), sock: ok, dev: ok},
+				{name: "octets after Length", payload: slices.Concat(good, []byte{0xee, 0xee, 0xee}), sock: ok, dev: ok},
+				{name: "9000-octet T-PDU", payload: gpduMsg(teidUp, slices.Concat(mod(up4, func(b []byte) { b[2], b[3] = 0x23, 0x28 }), make([]byte, 8980))), sock: ok, dev: ok},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					sockBefore, devBefore, gBefore := to.sock.Tunnel().Counters().Stats(), to.dev.Counters().Stats(), to.sock.Stats()

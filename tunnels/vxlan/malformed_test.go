@@ -7,11 +7,11 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -68,31 +68,31 @@ func TestMalformedDatagrams(t *testing.T) {
 				{name: "3 bytes", payload: []byte{8, 0, 0}, sock: sock(stack.DropTruncated)},
 				{name: "7 bytes of header", payload: valid42[:7], sock: sock(stack.DropTruncated)},
 				{name: "header without frame", payload: valid42, sock: sock(stack.DropTruncated)},
-				{name: "header and 13 bytes of frame", payload: cat(valid42, frame14[:13]), sock: sock(stack.DropTruncated)},
-				{name: "unknown VNI", payload: cat(rawHeader(vxlan.FlagI, 0, 4242, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "VNI 0 without device", payload: cat(rawHeader(vxlan.FlagI, 0, 0, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "largest VNI", payload: cat(rawHeader(vxlan.FlagI, 0, vxlan.MaxVNI, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "I flag clear", payload: cat(rawHeader(0, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved flag instead of I", payload: cat(rawHeader(0x80, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "GBP G flag", payload: cat(rawHeader(0x88, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "GPE P flag", payload: cat(rawHeader(0x0c, 0x000003, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved 24 bits", payload: cat(rawHeader(vxlan.FlagI, 0x000100, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved last byte", payload: cat(rawHeader(vxlan.FlagI, 0, 42, 1), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "frame for another MAC", payload: cat(valid42, ethFrame(macStranger, macPeer, etherExperimental, nil)),
+				{name: "header and 13 bytes of frame", payload: slices.Concat(valid42, frame14[:13]), sock: sock(stack.DropTruncated)},
+				{name: "unknown VNI", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 4242, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "VNI 0 without device", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 0, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "largest VNI", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, vxlan.MaxVNI, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "I flag clear", payload: slices.Concat(rawHeader(0, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved flag instead of I", payload: slices.Concat(rawHeader(0x80, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "GBP G flag", payload: slices.Concat(rawHeader(0x88, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "GPE P flag", payload: slices.Concat(rawHeader(0x0c, 0x000003, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved 24 bits", payload: slices.Concat(rawHeader(vxlan.FlagI, 0x000100, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved last byte", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 42, 1), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "frame for another MAC", payload: slices.Concat(valid42, ethFrame(macStranger, macPeer, etherExperimental, nil)),
 					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropNotForUs)},
-				{name: "frame from the device's own MAC", payload: cat(valid42, ethFrame(macBroadcast, self, etherExperimental, nil)),
+				{name: "frame from the device's own MAC", payload: slices.Concat(valid42, ethFrame(macBroadcast, self, etherExperimental, nil)),
 					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropLoop)},
-				{name: "bare Ethernet header", payload: cat(valid42, frame14), sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
-				{name: "truncated ARP", payload: cat(valid42, ethFrame(macBroadcast, macPeer, uint16(header.ARPProtocolNumber), []byte{0, 1, 8})),
+				{name: "bare Ethernet header", payload: slices.Concat(valid42, frame14), sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
+				{name: "truncated ARP", payload: slices.Concat(valid42, ethFrame(macBroadcast, macPeer, uint16(header.ARPProtocolNumber), []byte{0, 1, 8})),
 					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
-				{name: "IPv4 claiming 60000 bytes", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv4ProtocolNumber), ipv4Claiming(60000))),
+				{name: "IPv4 claiming 60000 bytes", payload: slices.Concat(valid42, ethFrame(self, macPeer, uint16(header.IPv4ProtocolNumber), ipv4Claiming(60000))),
 					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
-				{name: "IPv6 with a bad payload length", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv6ProtocolNumber), ipv6Claiming(9000))),
+				{name: "IPv6 with a bad payload length", payload: slices.Concat(valid42, ethFrame(self, macPeer, uint16(header.IPv6ProtocolNumber), ipv6Claiming(9000))),
 					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
-				{name: "VLAN tagged", payload: cat(valid42, ethFrame(self, macPeer, 0x8100, []byte{0, 42, 0x08, 0, 0x45})),
+				{name: "VLAN tagged", payload: slices.Concat(valid42, ethFrame(self, macPeer, 0x8100, []byte{0, 42, 0x08, 0, 0x45})),
 					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				// Receive does not drop on MTU (a GSO peer sends ~64 KB).
-				{name: "9000-byte frame", payload: cat(valid42, ethFrame(self, macPeer, etherExperimental, make([]byte, 9000))),
+				{name: "9000-byte frame", payload: slices.Concat(valid42, ethFrame(self, macPeer, etherExperimental, make([]byte, 9000))),
 					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
@@ -108,14 +108,6 @@ func TestMalformedDatagrams(t *testing.T) {
 			}
 		})
 	}
-}
-
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
 }
 
 // ipv4Claiming returns a 20-byte IPv4 header whose total length says n.
@@ -167,39 +159,6 @@ func newInjectHost(t testing.TB, cfg func(c *vxlan.Config)) *injectHost {
 	}
 	h.addDevice(t, c, netip.MustParsePrefix("192.168.42.2/24"), netip.MustParsePrefix("fd42::2/64"))
 	return &injectHost{host: h, ep: ep}
-}
-
-// outerDatagram returns an IP packet carrying a UDP datagram from src to
-// dst; csum, if not nil, replaces the correct UDP checksum.
-func outerDatagram(src, dst netip.AddrPort, payload []byte, csum func(correct uint16) uint16) (tcpip.NetworkProtocolNumber, []byte) {
-	udpLen := header.UDPMinimumSize + len(payload)
-	srcA, dstA := tcpip.AddrFromSlice(src.Addr().AsSlice()), tcpip.AddrFromSlice(dst.Addr().AsSlice())
-	ipLen, proto := header.IPv4MinimumSize, header.IPv4ProtocolNumber
-	if src.Addr().Is6() {
-		ipLen, proto = header.IPv6MinimumSize, header.IPv6ProtocolNumber
-	}
-	b := make([]byte, ipLen+udpLen)
-	if proto == header.IPv4ProtocolNumber {
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: srcA, DstAddr: dstA})
-		ip.SetChecksum(^ip.CalculateChecksum())
-	} else {
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(udpLen), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64, SrcAddr: srcA, DstAddr: dstA})
-	}
-	u := header.UDP(b[ipLen:])
-	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(udpLen)})
-	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, uint16(udpLen))
-	xsum = checksum.Checksum(payload, xsum)
-	c := ^u.CalculateChecksum(xsum)
-	if c == 0 {
-		c = 0xffff
-	}
-	if csum != nil {
-		c = csum(c)
-	}
-	u.SetChecksum(c)
-	return proto, b
 }
 
 // inject hands an outer IP packet to h's stack, as if it came off the wire;
@@ -261,7 +220,7 @@ func TestBadOuterChecksum(t *testing.T) {
 				local = netip.MustParseAddr("fd00::2")
 			}
 			payload := vxlanFrame(42, macBroadcast, macPeer, etherExperimental, []byte("checksummed"))
-			proto, b := outerDatagram(netip.AddrPortFrom(tc.peer, 50000), netip.AddrPortFrom(local, port), payload, tc.csum)
+			proto, b := tunneltest.OuterDatagram(netip.AddrPortFrom(tc.peer, 50000), netip.AddrPortFrom(local, port), 0, payload, tc.csum)
 			if tc.corrupt {
 				b[len(b)-1] ^= 0x10
 			}
@@ -346,10 +305,10 @@ func TestGarbageNeverPanics(t *testing.T) {
 	}{
 		{"noise", func() []byte { return randBytes(rng.IntN(64)) }},
 		{"random flags", func() []byte {
-			return cat(rawHeader(byte(rng.Uint32()), rng.Uint32()&1, 42, 0), randBytes(rng.IntN(40)))
+			return slices.Concat(rawHeader(byte(rng.Uint32()), rng.Uint32()&1, 42, 0), randBytes(rng.IntN(40)))
 		}},
 		{"random VNI", func() []byte {
-			return cat(rawHeader(vxlan.FlagI, 0, rng.Uint32()&vxlan.MaxVNI, 0), randBytes(rng.IntN(40)))
+			return slices.Concat(rawHeader(vxlan.FlagI, 0, rng.Uint32()&vxlan.MaxVNI, 0), randBytes(rng.IntN(40)))
 		}},
 		{"random frame", func() []byte {
 			return vxlanFrame(42, dstMAC(), vxlan.MAC(randBytes(6)), uint16(rng.Uint32()), randBytes(rng.IntN(100)))
@@ -368,7 +327,7 @@ func TestGarbageNeverPanics(t *testing.T) {
 			sockBefore, devBefore := h.sock.Tunnel().Counters().Stats(), h.dev.Counters().Stats()
 			for i := range perKind {
 				payload := kind.gen()
-				proto, b := outerDatagram(netip.AddrPortFrom(injectPeer4, uint16(40000+i)), netip.MustParseAddrPort("10.99.0.2:4789"), payload, nil)
+				proto, b := tunneltest.OuterDatagram(netip.AddrPortFrom(injectPeer4, uint16(40000+i)), netip.MustParseAddrPort("10.99.0.2:4789"), 0, payload, nil)
 				h.inject(proto, b)
 			}
 			sock, dev := tunneltest.Since(sockBefore, h.sock.Tunnel().Counters()), tunneltest.Since(devBefore, h.dev.Counters())
