@@ -3,8 +3,8 @@ package bareudp_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 )
@@ -112,40 +113,6 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// counts is a counter delta: packets received and drops by reason.
-type counts struct {
-	Rx    uint64
-	Drops map[stack.DropReason]uint64
-}
-
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	out := counts{Rx: now.RxPackets - before.RxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if out.Drops == nil {
-				out.Drops = map[stack.DropReason]uint64{}
-			}
-			out.Drops[r] = n
-		}
-	}
-	return out
-}
-
-// sendFrom sends payload as one UDP datagram from src (an address of st)
-// to dst.
-func sendFrom(t testing.TB, st *stack.Stack, src netip.Addr, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	pc, err := st.ListenUDP(netip.AddrPortFrom(src, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	if _, err := pc.WriteTo(payload, net.UDPAddrFromAddrPort(dst)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // innerIPv4 returns an IPv4/UDP packet of 8 payload bytes to dst.
 func innerIPv4(src, dst netip.Addr) []byte {
 	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+8)
@@ -176,33 +143,27 @@ func entries(es ...[3]uint32) []byte {
 	return b
 }
 
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
-}
-
 // TestMalformedDatagrams sends crafted datagrams to the bareudp port from
 // an ordinary UDP socket of the peer, over both underlay families, and
 // checks the exact counter each one moves: a socket drop with its reason
 // and nothing delivered, or a delivery by the device.
 func TestMalformedDatagrams(t *testing.T) {
-	drop := func(r stack.DropReason) counts { return counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}} }
-	delivered := counts{Rx: 1}
+	drop := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	delivered := tunneltest.Counts{Rx: 1}
 	type tcase struct {
 		name    string
 		payload func(o *e2e.Overlay) []byte
-		fromAlt bool   // from a second address of the peer, not the remote
-		sock    counts // socket delta
-		devRx   uint64 // device packets delivered
+		fromAlt bool              // from a second address of the peer, not the remote
+		sock    tunneltest.Counts // socket delta
+		devRx   uint64            // device packets delivered
 	}
 	v4 := func(o *e2e.Overlay) []byte { return innerIPv4(o.A.Inner4, o.B.Inner4) }
 	v6 := func(o *e2e.Overlay) []byte { return innerIPv6(o.A.Inner6, o.B.Inner6) }
 	raw := func(b []byte) func(*e2e.Overlay) []byte { return func(*e2e.Overlay) []byte { return b } }
 	over := func(stack []byte, inner func(*e2e.Overlay) []byte) func(*e2e.Overlay) []byte {
-		return func(o *e2e.Overlay) []byte { return cat(stack, inner(o)) }
+		return func(o *e2e.Overlay) []byte { return slices.Concat(stack, inner(o)) }
 	}
 	const L = 1042 // the label e2e.MPLSUDP pushes and accepts with VNI 42
 	deep := make([][3]uint32, bareudp.MaxLabelDepth+1)
@@ -279,7 +240,7 @@ func TestMalformedDatagrams(t *testing.T) {
 						if tc.fromAlt {
 							src = alt.Addr()
 						}
-						sendFrom(t, from.Stack, src, dst, tc.payload(o))
+						tunneltest.SendUDPFrom(t, from.Stack, src, dst, tc.payload(o))
 						deadline := time.Now().Add(5 * time.Second)
 						for {
 							s := to.TunnelSocket.Counters().Stats()
@@ -288,10 +249,10 @@ func TestMalformedDatagrams(t *testing.T) {
 							}
 							time.Sleep(time.Millisecond)
 						}
-						if diff := cmp.Diff(tc.sock, since(sockBefore, to.TunnelSocket.Counters())); diff != "" {
+						if diff := cmp.Diff(tc.sock, tunneltest.Since(sockBefore, to.TunnelSocket.Counters()).RxOnly()); diff != "" {
 							t.Errorf("socket counters (-want +got):\n%s", diff)
 						}
-						if diff := cmp.Diff(counts{Rx: tc.devRx}, since(devBefore, to.Tunnel.Counters())); diff != "" {
+						if diff := cmp.Diff(tunneltest.Counts{Rx: tc.devRx}, tunneltest.Since(devBefore, to.Tunnel.Counters()).RxOnly()); diff != "" {
 							t.Errorf("device counters (-want +got):\n%s", diff)
 						}
 					})

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 )
@@ -21,17 +22,7 @@ func outerHost(t testing.TB) *stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
-	nic, err := st.AddNIC(a, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.99.0.1/24", "fd00:99::1/64"} {
-		if err := st.AddAddress(nic, netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, _ := tunneltest.NewStack(t, a, netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("fd00:99::1/64"))
 	return st
 }
 
@@ -151,15 +142,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 	s := socketOf(t, a)
 	d := s.Device()
 	name := d.Name()
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Errorf("second Device.Close: %v", err)
-	}
-	if _, ok := a.Stack.NICByName(name); ok {
-		t.Errorf("NIC %s still exists after Device.Close", name)
-	}
+	tunneltest.CloseTwice(t, "Device.Close", d)
+	tunneltest.NoNIC(t, a.Stack, name, "Device.Close")
 	if s.Device() != nil {
 		t.Error("socket still has its device after Device.Close")
 	}
@@ -167,12 +151,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("AddDevice after Device.Close: %v", err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("second Socket.Close: %v", err)
-	}
+	tunneltest.CloseTwice(t, "Socket.Close", s)
 	if _, ok := a.Stack.NICByName(d2.Name()); ok {
 		t.Error("device NIC still exists after Socket.Close")
 	}

@@ -1,8 +1,10 @@
 package bareudp
 
 import (
+	"fmt"
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -21,7 +23,7 @@ func FuzzDecap(f *testing.F) {
 	var hosts [2]host // [0] IP mode, [1] MPLS mode
 	for i, cfg := range []Config{ipConfig(), mplsConfig()} {
 		st, s, d := voidHost(f, cfg)
-		hosts[i] = host{s, d, tunnelEndpoint(f, st)}
+		hosts[i] = host{s, d, tunneltest.TunnelEndpoint(f, st)}
 	}
 	in := innerIPv4(8)
 	f.Add(false, []byte{})                                 // IP: empty datagram, truncated
@@ -44,19 +46,15 @@ func FuzzDecap(f *testing.F) {
 		return ss.TotalDrops() + ds.RxPackets + ds.TotalDrops()
 	}
 	f.Fuzz(func(t *testing.T, mpls bool, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
 		h := hosts[0]
 		if mpls {
 			h = hosts[1]
 		}
-		pkt := received(datagram4(payload))
-		defer pkt.DecRef()
-		before := accounted(h)
-		h.handle.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted(h) - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, device %v)", len(payload), got, h.s.Tunnel().Counters().Stats(), h.d.Counters().Stats())
-		}
+		tunneltest.AccountedOnce(t, h.handle, datagram4(payload), func() uint64 { return accounted(h) }, func() string {
+			return fmt.Sprintf("socket %v, device %v", h.s.Tunnel().Counters().Stats(), h.d.Counters().Stats())
+		})
 	})
 }

@@ -273,6 +273,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 func (c *Config) validate() error {
 	mpls := c.EtherType == EtherTypeMPLSUnicast
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
 	switch {
 	case c.EtherType != EtherTypeIPv4 && c.EtherType != EtherTypeIPv6 && !mpls:
 		return fmt.Errorf("ethertype %v: %w: need ipv4, ipv6 or mpls_uc", c.EtherType, stack.ErrInvalid)
@@ -288,10 +289,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
 	case c.DF && c.GSO:
 		return fmt.Errorf("df with gso: %w: choose one (GSO packets are never fragmented by DF rules)", stack.ErrInvalid)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > 4096:
-		return fmt.Errorf("headroom %d: %w: outside 0..4096", c.Headroom, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case !mpls && (len(c.Labels) > 0 || len(c.Routes) > 0 || len(c.LocalLabels) > 0 || c.LabelDepth != 0 || c.LabelTTL != 0):
 		return fmt.Errorf("labels: %w: MPLS options on an %v device", stack.ErrInvalid, c.EtherType)
 	case c.LabelDepth < 0 || c.LabelDepth > MaxLabelDepth:

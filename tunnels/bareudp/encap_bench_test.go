@@ -7,15 +7,13 @@ package bareudp
 
 import (
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -38,16 +36,7 @@ func ipConfig() Config {
 // voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
 // and a bareudp socket on MPLSPort with one device configured by cfg.
 func voidHost(tb testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
-	st := stack.New(stack.Options{})
-	tb.Cleanup(st.Close)
-	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		tb.Fatal(err)
-	}
+	st := tunneltest.VoidStack(tb)
 	s, err := OpenSocket(st, SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, MPLSPort)})
 	if err != nil {
 		tb.Fatal(err)
@@ -63,18 +52,7 @@ func voidHost(tb testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
 // hands it to the device: headroom reserved from the device's
 // MaxHeaderLength, UDP and IPv4 headers pushed.
 func innerPacket() *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: 8 + 4*EntryLen + stack.DefaultOuterHeadroom + header.IPv4MinimumSize + header.UDPMinimumSize,
-		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
-	})
-	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	udp.Encode(&header.UDPFields{SrcPort: 1000, DstPort: 2000, Length: header.UDPMinimumSize + benchPayload})
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + benchPayload), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 1}), DstAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 2})})
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	return pkt
+	return tunneltest.InnerIPv4(8+4*EntryLen+stack.DefaultOuterHeadroom, netip.AddrFrom4([4]byte{192, 168, 42, 1}), netip.AddrFrom4([4]byte{192, 168, 42, 2}), benchPayload)
 }
 
 // innerIPv4 returns an IPv4/UDP packet from 192.168.42.2 to 192.168.42.1
@@ -96,44 +74,10 @@ func labelled(payload []byte, labels ...Label) []byte {
 	return append(b, payload...)
 }
 
-// countingDispatcher stands in for the inner stack: it counts what the
-// device delivers.
-type countingDispatcher struct{ n atomic.Uint64 }
-
-func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
-	c.n.Add(1)
-}
-func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
-
 // datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:40000 to
 // 10.99.0.1:6635 (no UDP checksum, as IPv4 allows).
 func datagram4(payload []byte) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: MPLSPort, Length: uint16(header.UDPMinimumSize + len(payload))})
-	return append(b, payload...)
-}
-
-// received returns wire as the UDP demux hands it to a transport endpoint:
-// a fresh, singly owned buffer with the IPv4 and UDP headers parsed.
-func received(wire []byte) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-	pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	pkt.TransportHeader().Consume(header.UDPMinimumSize)
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	return pkt
-}
-
-// tunnelEndpoint returns the transport endpoint of st's only tunnel socket
-// (registered once per network protocol).
-func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
-	eps := st.GVisor().RegisteredEndpoints()
-	if len(eps) == 0 {
-		tb.Fatal("no tunnel socket registered")
-	}
-	return eps[0]
+	return tunneltest.Datagram4(40000, MPLSPort, payload)
 }
 
 var modes = []struct {
@@ -157,13 +101,7 @@ func BenchmarkEncap(b *testing.B) {
 			pkt := innerPacket()
 			defer pkt.DecRef()
 			b.Run("transmit", func(b *testing.B) {
-				tx := (*transmitter)(d)
-				b.ReportAllocs()
-				for b.Loop() {
-					if err := tx.Transmit(pkt); err != nil {
-						b.Fatal(err)
-					}
-				}
+				tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 			})
 			b.Run("encap-only", func(b *testing.B) {
 				b.ReportAllocs()
@@ -187,17 +125,11 @@ func BenchmarkDecap(b *testing.B) {
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			st, _, d := voidHost(b, m.cfg())
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 			wire := m.wire()
-			sockEP := tunnelEndpoint(b, st)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
-			if cd.n.Load() == 0 {
+			sockEP := tunneltest.TunnelEndpoint(b, st)
+			tunneltest.Loop(b, tunneltest.Receive(sockEP, wire))
+			if cd.Delivered() == 0 {
 				b.Fatal("nothing was delivered")
 			}
 		})
@@ -210,9 +142,7 @@ func BenchmarkDecap(b *testing.B) {
 // (stack.Socket.Xmit) is gVisor's and allocates for every protocol (see
 // BenchmarkEncap); it is left out.
 func TestEncapNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			_, _, d := voidHost(t, m.cfg())
@@ -239,24 +169,21 @@ func TestEncapNoAllocs(t *testing.T) {
 // TestDecapNoAllocs guards the receive path: from the tunnel socket to the
 // device's dispatcher, a datagram costs no allocation in either mode.
 func TestDecapNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			st, _, d := voidHost(t, m.cfg())
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 			wire := m.wire()
-			sockEP := tunnelEndpoint(t, st)
+			sockEP := tunneltest.TunnelEndpoint(t, st)
 			if n := testing.AllocsPerRun(1000, func() {
-				pkt := received(wire)
+				pkt := tunneltest.Received(wire)
 				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
 				pkt.DecRef()
 			}); n != 0 {
 				t.Errorf("decapsulation allocates %v times per packet, want 0", n)
 			}
-			if got := cd.n.Load(); got != 1001 {
+			if got := cd.Delivered(); got != 1001 {
 				t.Errorf("delivered %d packets, want 1001", got)
 			}
 		})

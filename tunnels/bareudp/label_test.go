@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/bareudp"
 )
 
@@ -105,7 +106,7 @@ func gopacketEntries(t *testing.T, b []byte) []bareudp.EntryFields {
 // TestGoldenPcap checks the MPLS-in-UDP frame of the scapy capture against
 // goldenScapy, so that the pasted bytes are what the capture holds.
 func TestGoldenPcap(t *testing.T) {
-	frames := readPcap(t, "encaps.pcap")
+	frames := tunneltest.ReadPcap(t, "encaps.pcap", tunneltest.LinkTypeEthernet)
 	var found bool
 	for _, f := range frames {
 		p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
@@ -250,11 +251,11 @@ func TestGoldenOurPcap(t *testing.T) {
 	frame := buf.Bytes()
 	path := filepath.Join("testdata", "mplsudp.pcap")
 	if *update {
-		if err := os.WriteFile(path, pcapFile(frame), 0o644); err != nil {
+		if err := os.WriteFile(path, tunneltest.WritePcap(tunneltest.LinkTypeEthernet, frame), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	frames := readPcap(t, "mplsudp.pcap")
+	frames := tunneltest.ReadPcap(t, "mplsudp.pcap", tunneltest.LinkTypeEthernet)
 	if len(frames) != 1 || !bytes.Equal(frames[0], frame) {
 		t.Fatalf("testdata/mplsudp.pcap does not hold\n%x\n(run with -update after checking it with tshark)", frame)
 	}
@@ -262,48 +263,4 @@ func TestGoldenOurPcap(t *testing.T) {
 	if diff := cmp.Diff(want, gopacketEntries(t, frame[goldenUDPPayload:])); diff != "" {
 		t.Errorf("gopacket (-want +got):\n%s", diff)
 	}
-}
-
-// pcapFile returns a classic pcap (LINKTYPE_ETHERNET) holding frames.
-func pcapFile(frames ...[]byte) []byte {
-	b := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
-	b = binary.LittleEndian.AppendUint16(b, 2)
-	b = binary.LittleEndian.AppendUint16(b, 4)
-	b = append(b, make([]byte, 8)...)              // thiszone, sigfigs
-	b = binary.LittleEndian.AppendUint32(b, 65535) // snaplen
-	b = binary.LittleEndian.AppendUint32(b, 1)     // Ethernet
-	for _, f := range frames {
-		b = append(b, make([]byte, 8)...) // timestamp 0
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	return b
-}
-
-// readPcap returns the frames of a little-endian classic pcap under
-// testdata/ with link type Ethernet (what scapy and pcapFile write).
-func readPcap(t *testing.T, name string) [][]byte {
-	t.Helper()
-	file, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(file) < 24 || binary.LittleEndian.Uint32(file) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(file[20:]) != 1 {
-		t.Fatalf("%s: not a little-endian Ethernet pcap", name)
-	}
-	var frames [][]byte
-	for rest := file[24:]; len(rest) > 0; {
-		if len(rest) < 16 {
-			t.Fatalf("%s: short record header", name)
-		}
-		n := binary.LittleEndian.Uint32(rest[8:])
-		rest = rest[16:]
-		if uint64(n) > uint64(len(rest)) {
-			t.Fatalf("%s: frame of %d bytes, %d left", name, n, len(rest))
-		}
-		frames = append(frames, rest[:n:n])
-		rest = rest[n:]
-	}
-	return frames
 }

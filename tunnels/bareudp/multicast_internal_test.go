@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -29,13 +30,12 @@ func TestMPLSMulticast(t *testing.T) {
 			cfg := mplsConfig()
 			cfg.Multiproto = tc.multiproto
 			st, s, d := voidHost(t, cfg)
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
-			pkt := received(datagram4(labelled(innerIPv4(8), 1042)))
+			cd := tunneltest.Count(st, d.Name())
+			pkt := tunneltest.Received(datagram4(labelled(innerIPv4(8), 1042)))
 			defer pkt.DecRef()
 			(*encap)(s).Receive(pkt, src, netip.AddrPortFrom(netip.MustParseAddr(tc.dst), MPLSPort))
 			policy := s.Tunnel().Counters().Stats().Dropped(stack.DropPolicy)
-			if got := cd.n.Load() == 1; got != tc.delivered || policy != map[bool]uint64{true: 0, false: 1}[tc.delivered] {
+			if got := cd.Delivered() == 1; got != tc.delivered || policy != map[bool]uint64{true: 0, false: 1}[tc.delivered] {
 				t.Errorf("delivered %v, DropPolicy %d; want delivered %v", got, policy, tc.delivered)
 			}
 		})

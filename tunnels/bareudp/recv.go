@@ -135,11 +135,12 @@ func (d *Device) popLabels(pkt *stack.PacketBuffer) stack.DropReason {
 // ReceiveError implements stack.ErrorReceiver: a "fragmentation needed" or
 // "packet too big" for the remote lowers the device's MTU.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	if d := (*Socket)(e).dev.Load(); d != nil && ie.Dst.Addr().Unmap() == d.cfg.Remote.Unmap() {
-		d.UpdatePathMTU(ie.MTU)
+	if d := (*Socket)(e).dev.Load(); d != nil && dst == d.cfg.Remote.Unmap() {
+		d.UpdatePathMTU(mtu)
 	}
 }
 

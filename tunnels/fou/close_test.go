@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
@@ -47,29 +48,15 @@ func TestCloseLeavesNothing(t *testing.T) {
 		name := a.dev.Name()
 		cfg := a.dev.Config()
 
-		if err := a.dev.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.dev.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.CloseTwice(t, "Close", a.dev)
+		tunneltest.NoNIC(t, a.st, name, "Device.Close")
 		// The outer pair is free again, and the name.
 		d, err := a.sock.AddDevice(nil, cfg)
 		if err != nil {
 			t.Fatalf("AddDevice after Close: %v", err)
 		}
-		if err := a.sock.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.sock.Close(); err != nil {
-			t.Errorf("second Socket.Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still exists after Socket.Close", d.Name())
-		}
+		tunneltest.CloseTwice(t, "Socket.Close", a.sock)
+		tunneltest.NoNIC(t, a.st, d.Name(), "Socket.Close")
 		for _, p := range []fou.Proto{fou.ProtoIPIP, fou.ProtoIPv6, fou.ProtoGRE} {
 			if !protoFree(t, a.st, p) {
 				t.Errorf("IP protocol %v still has a handler after the last socket closed", p)
@@ -79,11 +66,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Error("the stack's registry outlived its last socket")
 		}
 		// The port is free for a plain UDP socket and for a new tunnel.
-		pc, err := a.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), fou.GUEPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", fou.GUEPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, a.st, fou.GUEPort)
 		again, err := fou.OpenSocket(a.st, fou.SocketConfig{Type: fou.TypeGUE})
 		if err != nil {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)

@@ -11,6 +11,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
@@ -47,15 +48,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "NIC name taken", cfg: fou.Config{Name: "underlay", Remote: r4}, err: stack.ErrExists, field: `"underlay"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := stack.New(stack.Options{})
-			defer st.Close()
-			nic, err := st.AddNIC(channel.New(4, 1500, ""), stack.NICOptions{Name: "underlay"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.2/24")); err != nil {
-				t.Fatal(err)
-			}
+			st, _ := tunneltest.NewStack(t, channel.New(4, 1500, ""), netip.MustParsePrefix("10.99.0.2/24"))
 			sc := tc.sock
 			if sc == (fou.SocketConfig{}) {
 				sc.Proto = fou.ProtoIPIP

@@ -3,6 +3,7 @@ package fou
 import (
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -29,8 +30,8 @@ func FuzzDecap(f *testing.F) {
 	}
 	stGRE, gre, dGRE := voidHost(f, SocketConfig{Proto: ProtoGRE}, Config{HasKey: true, Key: 42})
 	targets := [2]target{
-		{tunnelEndpoint(f, stGUE), GUEPort, gue, []*Device{dIP, dGIG}},
-		{tunnelEndpoint(f, stGRE), GREPort, gre, []*Device{dGRE}},
+		{tunneltest.TunnelEndpoint(f, stGUE), GUEPort, gue, []*Device{dIP, dGIG}},
+		{tunneltest.TunnelEndpoint(f, stGRE), GREPort, gre, []*Device{dGRE}},
 	}
 	inner4 := tunnelPayload(SocketConfig{Proto: ProtoIPIP}, Config{}, 8)
 	gre4 := tunnelPayload(SocketConfig{Proto: ProtoGRE}, Config{HasKey: true, Key: 42}, 8)
@@ -58,19 +59,13 @@ func FuzzDecap(f *testing.F) {
 		return n
 	}
 	f.Fuzz(func(t *testing.T, toFOU bool, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
 		tg := &targets[0]
 		if toFOU {
 			tg = &targets[1]
 		}
-		pkt := received(datagram4(payload, tg.port))
-		defer pkt.DecRef()
-		before := accounted(tg)
-		tg.ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted(tg) - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times", len(payload), got)
-		}
+		tunneltest.AccountedOnce(t, tg.ep, datagram4(payload, tg.port), func() uint64 { return accounted(tg) }, nil)
 	})
 }

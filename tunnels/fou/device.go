@@ -223,9 +223,6 @@ type Device struct {
 	closed atomic.Bool // set by detach
 }
 
-// maxHeadroom bounds Config.Headroom.
-const maxHeadroom = 4096
-
 var devCounter atomic.Uint32
 
 // AddDevice creates a tunnel device in inner (nil means the socket's own
@@ -311,6 +308,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 }
 
 func (c *Config) validate() error {
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
 	switch {
 	case c.Proto != ProtoAuto && c.Proto != ProtoIPIP && c.Proto != ProtoIPv6 && c.Proto != ProtoGRE:
 		return fmt.Errorf("proto %v: %w: need ipip, ipv6 or gre", c.Proto, stack.ErrInvalid)
@@ -324,10 +322,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("key: %w: only GRE has a key", stack.ErrInvalid)
 	case c.GRECsum && c.Proto != ProtoGRE:
 		return fmt.Errorf("gre csum: %w: only GRE has a checksum", stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535):
 		return fmt.Errorf("MTU %d: %w: outside 68..65535", c.MTU, stack.ErrInvalid)
 	case c.DF && !c.Remote.Unmap().Is4():

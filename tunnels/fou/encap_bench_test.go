@@ -8,15 +8,12 @@ package fou
 
 import (
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -25,16 +22,7 @@ const benchPayload = 1400 // inner UDP payload: a 1428-byte inner IPv4 packet
 // voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
 // and one socket of sc with a device of cfg towards 10.99.0.2.
 func voidHost(tb testing.TB, sc SocketConfig, cfg Config) (*stack.Stack, *Socket, *Device) {
-	st := stack.New(stack.Options{})
-	tb.Cleanup(st.Close)
-	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		tb.Fatal(err)
-	}
+	st := tunneltest.VoidStack(tb)
 	s, err := OpenSocket(st, sc)
 	if err != nil {
 		tb.Fatal(err)
@@ -61,39 +49,7 @@ var benchCases = []struct {
 // innerPacket builds an outbound inner IPv4/UDP packet as the inner stack
 // hands it to the device: headroom from the device's MaxHeaderLength.
 func innerPacket() *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: 8 + GUEHeaderLen + GREMaxHeaderLen + stack.DefaultOuterHeadroom + header.IPv4MinimumSize + header.UDPMinimumSize,
-		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
-	})
-	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	udp.Encode(&header.UDPFields{SrcPort: 1000, DstPort: 2000, Length: header.UDPMinimumSize + benchPayload})
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + benchPayload), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 1}), DstAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 2})})
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	return pkt
-}
-
-// outerWrite returns a function that sends one UDP datagram of the size
-// of an encapsulated bench packet through st's outer route, without the
-// tunnel: gVisor's own cost of the outer write, to subtract.
-func outerWrite(tb testing.TB, st *stack.Stack) (send func(), release func()) {
-	r, terr := st.GVisor().FindRoute(0, tcpip.Address{}, tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), header.IPv4ProtocolNumber, false)
-	if terr != nil {
-		tb.Fatal(terr)
-	}
-	data := buffer.MakeWithData(make([]byte, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen))
-	send = func() {
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{ReserveHeaderBytes: int(r.MaxHeaderLength()) + 8, Payload: data.Clone()})
-		header.UDP(pkt.TransportHeader().Push(8)).Encode(&header.UDPFields{SrcPort: 1, DstPort: GUEPort, Length: uint16(8 + data.Size())})
-		pkt.TransportProtocolNumber = header.UDPProtocolNumber
-		if err := r.WritePacket(gstack.NetworkHeaderParams{Protocol: header.UDPProtocolNumber, TTL: 64}, pkt); err != nil {
-			tb.Fatal(err)
-		}
-		pkt.DecRef()
-	}
-	return send, func() { r.Release(); data.Release() }
+	return tunneltest.InnerIPv4(8+GUEHeaderLen+GREMaxHeaderLen+stack.DefaultOuterHeadroom, netip.AddrFrom4([4]byte{192, 168, 42, 1}), netip.AddrFrom4([4]byte{192, 168, 42, 2}), benchPayload)
 }
 
 // BenchmarkEncap is the device's transmit path for one 1428-byte inner
@@ -108,23 +64,12 @@ func BenchmarkEncap(b *testing.B) {
 			_, _, d := voidHost(b, bc.sock, bc.dev)
 			pkt := innerPacket()
 			defer pkt.DecRef()
-			tx := (*transmitter)(d)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := tx.Transmit(pkt); err != nil {
-					b.Fatal(err)
-				}
-			}
+			tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 		})
 	}
 	b.Run("outer-ip-only", func(b *testing.B) {
 		st, _, _ := voidHost(b, benchCases[1].sock, benchCases[1].dev)
-		send, release := outerWrite(b, st)
-		defer release()
-		b.ReportAllocs()
-		for b.Loop() {
-			send()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, GUEPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen))
 	})
 }
 
@@ -133,23 +78,15 @@ func BenchmarkEncap(b *testing.B) {
 // the same size does on its own (see BenchmarkEncap): the encapsulation
 // itself allocates nothing.
 func TestEncapNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	for _, bc := range benchCases {
 		t.Run(bc.name, func(t *testing.T) {
 			st, s, d := voidHost(t, bc.sock, bc.dev)
 			pkt := innerPacket()
 			defer pkt.DecRef()
-			tx := (*transmitter)(d)
-			encap := func() {
-				if err := tx.Transmit(pkt); err != nil {
-					t.Fatal(err)
-				}
-			}
+			encap := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 			encap() // the route cache fills once
-			outer, release := outerWrite(t, st)
-			defer release()
+			outer := tunneltest.OuterWrite(t, st, GUEPort, benchPayload+header.IPv4MinimumSize+header.UDPMinimumSize+GUEHeaderLen)
 			outer()
 			base := testing.AllocsPerRun(1000, outer)
 			if n := testing.AllocsPerRun(1000, encap); n > base {
@@ -161,15 +98,6 @@ func TestEncapNoAllocs(t *testing.T) {
 		})
 	}
 }
-
-// countingDispatcher stands in for the inner stack: it counts what the
-// device delivers.
-type countingDispatcher struct{ n atomic.Uint64 }
-
-func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
-	c.n.Add(1)
-}
-func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
 
 // tunnelPayload returns the UDP payload the peer of a device of bc would
 // send: the encapsulation header, then an inner IPv4 header and n bytes.
@@ -198,37 +126,7 @@ func tunnelPayload(sc SocketConfig, cfg Config, n int) []byte {
 // datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:40000 to
 // 10.99.0.1:port (no UDP checksum, as IPv4 allows).
 func datagram4(payload []byte, port uint16) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: port, Length: uint16(header.UDPMinimumSize + len(payload))})
-	return append(b, payload...)
-}
-
-// received returns wire as the UDP demux hands it to a transport endpoint:
-// a fresh, singly owned buffer with the IPv4 and UDP headers parsed.
-func received(wire []byte) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-	pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	pkt.TransportHeader().Consume(header.UDPMinimumSize)
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	return pkt
-}
-
-// tunnelEndpoint returns the transport endpoint of st's only tunnel socket
-// (registered once per network protocol).
-func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
-	eps := st.GVisor().RegisteredEndpoints()
-	if len(eps) == 0 {
-		tb.Fatal("no tunnel socket registered")
-	}
-	for _, e := range eps {
-		if e != eps[0] {
-			tb.Fatalf("registered endpoints %v, want the tunnel socket alone", eps)
-		}
-	}
-	return eps[0]
+	return tunneltest.Datagram4(40000, port, payload)
 }
 
 // BenchmarkDecap is the receive path for one datagram carrying a 1428-byte
@@ -240,17 +138,11 @@ func BenchmarkDecap(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) {
 			st, s, d := voidHost(b, bc.sock, bc.dev)
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 			wire := datagram4(tunnelPayload(bc.sock, bc.dev, header.UDPMinimumSize+benchPayload), s.Tunnel().LocalAddr().Port())
-			sockEP := tunnelEndpoint(b, st)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
-			if cd.n.Load() == 0 {
+			sockEP := tunneltest.TunnelEndpoint(b, st)
+			tunneltest.Loop(b, tunneltest.Receive(sockEP, wire))
+			if cd.Delivered() == 0 {
 				b.Fatalf("nothing was delivered: socket %v, device %v", s.Tunnel().Counters().Stats(), d.Counters().Stats())
 			}
 		})
@@ -259,7 +151,7 @@ func BenchmarkDecap(b *testing.B) {
 		wire := datagram4(tunnelPayload(benchCases[1].sock, benchCases[1].dev, header.UDPMinimumSize+benchPayload), GUEPort)
 		b.ReportAllocs()
 		for b.Loop() {
-			received(wire).DecRef()
+			tunneltest.Received(wire).DecRef()
 		}
 	})
 }
@@ -271,23 +163,16 @@ func TestDecapNoAllocs(t *testing.T) {
 	for _, bc := range benchCases {
 		t.Run(bc.name, func(t *testing.T) {
 			st, s, d := voidHost(t, bc.sock, bc.dev)
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 			wire := datagram4(tunnelPayload(bc.sock, bc.dev, 100), s.Tunnel().LocalAddr().Port())
-			sockEP := tunnelEndpoint(t, st)
-			receive := func() {
-				pkt := received(wire)
-				sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			sockEP := tunneltest.TunnelEndpoint(t, st)
+			receive := tunneltest.Receive(sockEP, wire)
 			receive()
-			if raceEnabled {
-				t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-			}
+			tunneltest.SkipIfRace(t)
 			if n := testing.AllocsPerRun(1000, receive); n != 0 {
 				t.Errorf("decapsulation allocates %v times per packet, want 0", n)
 			}
-			if got := cd.n.Load(); got != 1002 {
+			if got := cd.Delivered(); got != 1002 {
 				t.Errorf("delivered %d packets, want 1002 (socket %v, device %v)", got, s.Tunnel().Counters().Stats(), d.Counters().Stats())
 			}
 		})

@@ -11,11 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
-
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
@@ -63,30 +61,17 @@ func pair(t testing.TB, tp topo) [2]*host {
 	if tp.opts.QueueLen == 0 && !tp.opts.Sync {
 		tp.opts.QueueLen = 4096
 	}
-	wa, wb, err := memlink.NewPair(tp.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outer := [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+	outer := tunneltest.Outer4
 	if tp.outer6 {
 		outer = [2]netip.Prefix{netip.MustParsePrefix("fd00:99::1/64"), netip.MustParsePrefix("fd00:99::2/64")}
 	}
 	var hs [2]*host
-	for i, w := range []*memlink.Endpoint{wa, wb} {
-		st := stack.New(stack.Options{})
-		t.Cleanup(st.Close)
-		nic, err := st.AddNIC(w, stack.NICOptions{Name: "underlay"})
+	for i, u := range tunneltest.Pair(t, tp.opts, outer) {
+		s, err := fou.OpenSocket(u.St, tp.sock)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.AddAddress(nic, outer[i]); err != nil {
-			t.Fatal(err)
-		}
-		s, err := fou.OpenSocket(st, tp.sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs[i] = &host{st: st, under: nic, outer: outer[i].Addr(), sock: s}
+		hs[i] = &host{st: u.St, under: u.NIC, outer: u.Outer, sock: s}
 	}
 	for i, h := range hs {
 		cfg := tp.dev
@@ -142,59 +127,6 @@ func transfer(t testing.TB, a, b *host, dst netip.Addr, size int64) {
 	}
 	if res.Bytes != size {
 		t.Fatalf("TCP to %v moved %d bytes, want %d", dst, res.Bytes, size)
-	}
-}
-
-// sendFrom sends payload as one UDP datagram from src (an address of st)
-// to dst.
-func sendFrom(t testing.TB, st *stack.Stack, src netip.Addr, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	pc, err := st.ListenUDP(netip.AddrPortFrom(src, 0))
-	if err != nil {
-		t.Fatalf("listen UDP on %v: %v", src, err)
-	}
-	defer pc.Close()
-	if _, err := pc.WriteTo(payload, netAddr(dst)); err != nil {
-		t.Fatalf("send UDP to %v: %v", dst, err)
-	}
-}
-
-// counts is a counter delta.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-// since returns the change of c since the snapshot before.
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-// checkCounts compares a counter delta with want, exactly.
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
-	}
-}
-
-// eventually waits up to 5 s for cond.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 

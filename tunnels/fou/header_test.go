@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
 
@@ -102,7 +103,7 @@ func udpLayer(t *testing.T, frame []byte) *layers.UDP {
 func TestGoldenPcap(t *testing.T) {
 	path := filepath.Join("testdata", "fou.pcap")
 	if *update {
-		if err := os.WriteFile(path, writePcap(goldenFrames), 0o644); err != nil {
+		if err := os.WriteFile(path, tunneltest.WritePcap(tunneltest.LinkTypeRaw, goldenFrames...), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,7 +111,7 @@ func TestGoldenPcap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frames, err := readPcap(file)
+	frames, err := tunneltest.ParsePcap(file, tunneltest.LinkTypeRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,50 +348,6 @@ func TestParseNoAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations, want 0", n)
 	}
-}
-
-// writePcap returns frames as a classic pcap with LINKTYPE_RAW (101).
-func writePcap(frames [][]byte) []byte {
-	b := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
-	b = binary.LittleEndian.AppendUint16(b, 2)
-	b = binary.LittleEndian.AppendUint16(b, 4)
-	b = binary.LittleEndian.AppendUint32(b, 0)     // thiszone
-	b = binary.LittleEndian.AppendUint32(b, 0)     // sigfigs
-	b = binary.LittleEndian.AppendUint32(b, 65535) // snaplen
-	b = binary.LittleEndian.AppendUint32(b, 101)   // LINKTYPE_RAW
-	for i, f := range frames {
-		b = binary.LittleEndian.AppendUint32(b, uint32(1_700_000_000+i))
-		b = binary.LittleEndian.AppendUint32(b, 0)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	return b
-}
-
-// readPcap returns the frames of a little-endian classic pcap with
-// LINKTYPE_RAW, as writePcap writes it.
-func readPcap(file []byte) ([][]byte, error) {
-	if len(file) < 24 || binary.LittleEndian.Uint32(file) != 0xa1b2c3d4 {
-		return nil, errors.New("not a little-endian microsecond pcap")
-	}
-	if lt := binary.LittleEndian.Uint32(file[20:]); lt != 101 {
-		return nil, fmt.Errorf("link type %d, want 101 (raw IP)", lt)
-	}
-	var frames [][]byte
-	for rest := file[24:]; len(rest) > 0; {
-		if len(rest) < 16 {
-			return nil, errors.New("short record header")
-		}
-		n := binary.LittleEndian.Uint32(rest[8:])
-		rest = rest[16:]
-		if uint64(n) > uint64(len(rest)) {
-			return nil, errors.New("short record")
-		}
-		frames = append(frames, rest[:n:n])
-		rest = rest[n:]
-	}
-	return frames, nil
 }
 
 // TestGUEEncodeExtLen: Hlen counts extension words and never spills into

@@ -7,6 +7,7 @@ package fou_test
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -14,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
@@ -61,30 +63,22 @@ func withGRECsum(p []byte) []byte {
 	return p
 }
 
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
-}
-
 // where says which counters a datagram should move.
 type where struct {
-	sock, handler, dev counts
+	sock, handler, dev tunneltest.Counts
 }
 
 func sockDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 func handlerDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1}, handler: counts{Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1}, handler: tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 func devDrop(r stack.DropReason) where {
-	return where{sock: counts{Rx: 1}, dev: counts{Drops: map[stack.DropReason]uint64{r: 1}}}
+	return where{sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}}
 }
 
-var delivered = where{sock: counts{Rx: 1}, dev: counts{Rx: 1}}
+var delivered = where{sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}}
 
 type malformedCase struct {
 	name     string
@@ -109,33 +103,33 @@ func TestMalformedDatagrams(t *testing.T) {
 		{"gue", fou.SocketConfig{Type: fou.TypeGUE}, fou.Config{}, []malformedCase{
 			{name: "empty", payload: nil, want: sockDrop(stack.DropTruncated)},
 			{name: "3 bytes of variant 0", payload: gue(0, 0, 0, 4, 0)[:3], want: sockDrop(stack.DropTruncated)},
-			{name: "version 2", payload: cat(gue(2, 0, 0, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
-			{name: "version 3", payload: cat(gue(3, 0, 0, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
-			{name: "variant 1 with IP version 5", payload: cat([]byte{0x50}, v4[1:]), want: sockDrop(stack.DropBadHeader)},
-			{name: "variant 1 with IP version 7", payload: cat([]byte{0x70}, v6[1:]), want: sockDrop(stack.DropBadHeader)},
-			{name: "control message", payload: cat(gue(0, 1, 0, 1, 0), v4), want: sockDrop(stack.DropPolicy)},
-			{name: "control message with extensions", payload: cat(gue(0, 1, 1, 1, 0), make([]byte, 4)), want: sockDrop(stack.DropPolicy)},
-			{name: "unknown flag", payload: cat(gue(0, 0, 0, 4, 0x8000), v4), want: sockDrop(stack.DropBadHeader)},
-			{name: "private flag", payload: cat(gue(0, 0, 1, 4, 0x0001), make([]byte, 4), v4), want: sockDrop(stack.DropBadHeader)},
-			{name: "Hlen overruns the datagram", payload: cat(gue(0, 0, 31, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
-			{name: "Hlen one word past the end", payload: cat(gue(0, 0, 1, 4, 0)), want: sockDrop(stack.DropBadHeader)},
-			{name: "proto 0", payload: cat(gue(0, 0, 0, 0, 0), v4), want: sockDrop(stack.DropNoHandler)},
-			{name: "proto UDP has no handler", payload: cat(gue(0, 0, 0, 17, 0), v4), want: sockDrop(stack.DropNoHandler)},
+			{name: "version 2", payload: slices.Concat(gue(2, 0, 0, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
+			{name: "version 3", payload: slices.Concat(gue(3, 0, 0, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
+			{name: "variant 1 with IP version 5", payload: slices.Concat([]byte{0x50}, v4[1:]), want: sockDrop(stack.DropBadHeader)},
+			{name: "variant 1 with IP version 7", payload: slices.Concat([]byte{0x70}, v6[1:]), want: sockDrop(stack.DropBadHeader)},
+			{name: "control message", payload: slices.Concat(gue(0, 1, 0, 1, 0), v4), want: sockDrop(stack.DropPolicy)},
+			{name: "control message with extensions", payload: slices.Concat(gue(0, 1, 1, 1, 0), make([]byte, 4)), want: sockDrop(stack.DropPolicy)},
+			{name: "unknown flag", payload: slices.Concat(gue(0, 0, 0, 4, 0x8000), v4), want: sockDrop(stack.DropBadHeader)},
+			{name: "private flag", payload: slices.Concat(gue(0, 0, 1, 4, 0x0001), make([]byte, 4), v4), want: sockDrop(stack.DropBadHeader)},
+			{name: "Hlen overruns the datagram", payload: slices.Concat(gue(0, 0, 31, 4, 0), v4), want: sockDrop(stack.DropBadHeader)},
+			{name: "Hlen one word past the end", payload: slices.Concat(gue(0, 0, 1, 4, 0)), want: sockDrop(stack.DropBadHeader)},
+			{name: "proto 0", payload: slices.Concat(gue(0, 0, 0, 0, 0), v4), want: sockDrop(stack.DropNoHandler)},
+			{name: "proto UDP has no handler", payload: slices.Concat(gue(0, 0, 0, 17, 0), v4), want: sockDrop(stack.DropNoHandler)},
 			{name: "IPIP without payload", payload: gue(0, 0, 0, 4, 0), handler: fou.ProtoIPIP, want: handlerDrop(stack.DropTruncated)},
-			{name: "IPIP carrying IPv6", payload: cat(gue(0, 0, 0, 4, 0), v6), handler: fou.ProtoIPIP, want: devDrop(stack.DropBadHeader)},
-			{name: "IPv6 carrying IPv4", payload: cat(gue(0, 0, 0, 41, 0), v4), handler: fou.ProtoIPv6, want: devDrop(stack.DropBadHeader)},
-			{name: "IPIP from an unknown remote", payload: cat(gue(0, 0, 0, 4, 0), v4), stranger: true, handler: fou.ProtoIPIP, want: handlerDrop(stack.DropUnknownTunnel)},
-			{name: "GRE without a GRE device", payload: cat(gue(0, 0, 0, 47, 0), gre(0, 0x0800), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
-			{name: "valid IPv4", payload: cat(gue(0, 0, 0, 4, 0), v4), want: delivered},
-			{name: "valid IPv6", payload: cat(gue(0, 0, 0, 41, 0), v6), want: delivered},
-			{name: "extension fields skipped", payload: cat(gue(0, 0, 2, 4, 0), []byte{1, 2, 3, 4, 5, 6, 7, 8}, v4), want: delivered},
+			{name: "IPIP carrying IPv6", payload: slices.Concat(gue(0, 0, 0, 4, 0), v6), handler: fou.ProtoIPIP, want: devDrop(stack.DropBadHeader)},
+			{name: "IPv6 carrying IPv4", payload: slices.Concat(gue(0, 0, 0, 41, 0), v4), handler: fou.ProtoIPv6, want: devDrop(stack.DropBadHeader)},
+			{name: "IPIP from an unknown remote", payload: slices.Concat(gue(0, 0, 0, 4, 0), v4), stranger: true, handler: fou.ProtoIPIP, want: handlerDrop(stack.DropUnknownTunnel)},
+			{name: "GRE without a GRE device", payload: slices.Concat(gue(0, 0, 0, 47, 0), gre(0, 0x0800), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
+			{name: "valid IPv4", payload: slices.Concat(gue(0, 0, 0, 4, 0), v4), want: delivered},
+			{name: "valid IPv6", payload: slices.Concat(gue(0, 0, 0, 41, 0), v6), want: delivered},
+			{name: "extension fields skipped", payload: slices.Concat(gue(0, 0, 2, 4, 0), []byte{1, 2, 3, 4, 5, 6, 7, 8}, v4), want: delivered},
 			{name: "variant 1 IPv4", payload: v4, want: delivered},
 			{name: "variant 1 IPv6", payload: v6, want: delivered},
 		}},
 		{"fou-ipip", fou.SocketConfig{Proto: fou.ProtoIPIP}, fou.Config{}, []malformedCase{
 			{name: "empty", payload: nil, handler: fou.ProtoIPIP, want: handlerDrop(stack.DropTruncated)},
 			{name: "IPv6 packet", payload: v6, handler: fou.ProtoIPIP, want: devDrop(stack.DropBadHeader)},
-			{name: "GUE header", payload: cat(gue(0, 0, 0, 4, 0), v4), handler: fou.ProtoIPIP, want: devDrop(stack.DropBadHeader)},
+			{name: "GUE header", payload: slices.Concat(gue(0, 0, 0, 4, 0), v4), handler: fou.ProtoIPIP, want: devDrop(stack.DropBadHeader)},
 			{name: "unknown remote", payload: v4, stranger: true, handler: fou.ProtoIPIP, want: handlerDrop(stack.DropUnknownTunnel)},
 			{name: "valid IPv4", payload: v4, want: delivered},
 		}},
@@ -150,20 +144,20 @@ func TestMalformedDatagrams(t *testing.T) {
 			{name: "3 bytes", payload: gre(0x2000, 0x0800)[:3], handler: fou.ProtoGRE, want: handlerDrop(stack.DropTruncated)},
 			{name: "K bit without key", payload: gre(0x2000, 0x0800), handler: fou.ProtoGRE, want: handlerDrop(stack.DropTruncated)},
 			{name: "C and K bits, key cut short", payload: gre(0xa000, 0x0800, 0, gk)[:10], handler: fou.ProtoGRE, want: handlerDrop(stack.DropTruncated)},
-			{name: "version 1 (PPTP)", payload: cat(gre(0x2001, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
-			{name: "routing bit", payload: cat(gre(0x6000, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
-			{name: "strict source route bit", payload: cat(gre(0x2800, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
-			{name: "recursion control", payload: cat(gre(0x2400, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
-			{name: "no key", payload: cat(gre(0, 0x0800), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
-			{name: "wrong key", payload: cat(gre(0x2000, 0x0800, gk+1), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
-			{name: "unknown remote", payload: cat(gre(0x2000, 0x0800, gk), v4), stranger: true, handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
-			{name: "bad checksum", payload: cat(gre(0xa000, 0x0800, 0x12340000, gk), v4), handler: fou.ProtoGRE, want: devDrop(stack.DropBadChecksum)},
-			{name: "transparent Ethernet bridging", payload: cat(gre(0x2000, 0x6558, gk), make([]byte, 14)), handler: fou.ProtoGRE, want: devDrop(stack.DropNotForUs)},
-			{name: "IPv4 type carrying IPv6", payload: cat(gre(0x2000, 0x0800, gk), v6), handler: fou.ProtoGRE, want: devDrop(stack.DropBadHeader)},
+			{name: "version 1 (PPTP)", payload: slices.Concat(gre(0x2001, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
+			{name: "routing bit", payload: slices.Concat(gre(0x6000, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
+			{name: "strict source route bit", payload: slices.Concat(gre(0x2800, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
+			{name: "recursion control", payload: slices.Concat(gre(0x2400, 0x0800, gk), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropBadHeader)},
+			{name: "no key", payload: slices.Concat(gre(0, 0x0800), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
+			{name: "wrong key", payload: slices.Concat(gre(0x2000, 0x0800, gk+1), v4), handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
+			{name: "unknown remote", payload: slices.Concat(gre(0x2000, 0x0800, gk), v4), stranger: true, handler: fou.ProtoGRE, want: handlerDrop(stack.DropUnknownTunnel)},
+			{name: "bad checksum", payload: slices.Concat(gre(0xa000, 0x0800, 0x12340000, gk), v4), handler: fou.ProtoGRE, want: devDrop(stack.DropBadChecksum)},
+			{name: "transparent Ethernet bridging", payload: slices.Concat(gre(0x2000, 0x6558, gk), make([]byte, 14)), handler: fou.ProtoGRE, want: devDrop(stack.DropNotForUs)},
+			{name: "IPv4 type carrying IPv6", payload: slices.Concat(gre(0x2000, 0x0800, gk), v6), handler: fou.ProtoGRE, want: devDrop(stack.DropBadHeader)},
 			{name: "IPv6 type without payload", payload: gre(0x2000, 0x86dd, gk), handler: fou.ProtoGRE, want: devDrop(stack.DropTruncated)},
-			{name: "valid IPv4", payload: cat(gre(0x2000, 0x0800, gk), v4), want: delivered},
-			{name: "valid IPv6 with checksum and sequence number", payload: withGRECsum(cat(gre(0xb000, 0x86dd, 0, gk, 7), v6)), want: delivered},
-			{name: "reserved0 bits 6-12 ignored", payload: cat(gre(0x2000|0x00f8, 0x0800, gk), v4), want: delivered},
+			{name: "valid IPv4", payload: slices.Concat(gre(0x2000, 0x0800, gk), v4), want: delivered},
+			{name: "valid IPv6 with checksum and sequence number", payload: withGRECsum(slices.Concat(gre(0xb000, 0x86dd, 0, gk, 7), v6)), want: delivered},
+			{name: "reserved0 bits 6-12 ignored", payload: slices.Concat(gre(0x2000|0x00f8, 0x0800, gk), v4), want: delivered},
 		}},
 	} {
 		for _, outer6 := range []bool{false, true} {
@@ -189,14 +183,14 @@ func TestMalformedDatagrams(t *testing.T) {
 						if tc.stranger {
 							src = stranger.Addr()
 						}
-						sendFrom(t, from.st, src, netip.AddrPortFrom(to.outer, port), tc.payload)
-						eventually(t, "the datagram to reach the socket", func() bool {
+						tunneltest.SendUDPFrom(t, from.st, src, netip.AddrPortFrom(to.outer, port), tc.payload)
+						tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 							s := to.sock.Tunnel().Counters().Stats()
 							return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()
 						})
-						checkCounts(t, "socket", since(sockBefore, to.sock.Tunnel().Counters()), tc.want.sock)
-						checkCounts(t, "handler "+h.Proto().String(), since(hBefore, h.Counters()), tc.want.handler)
-						checkCounts(t, "device", since(devBefore, to.dev.Counters()), tc.want.dev)
+						tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, to.sock.Tunnel().Counters()), tc.want.sock)
+						tunneltest.CheckCounts(t, "handler "+h.Proto().String(), tunneltest.Since(hBefore, h.Counters()), tc.want.handler)
+						tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, to.dev.Counters()), tc.want.dev)
 					})
 				}
 			})

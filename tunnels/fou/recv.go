@@ -181,15 +181,15 @@ func (e *fouEncap) ReceiveError(ie stack.ICMPError) { (*Socket)(e).receiveError(
 func (e *gueEncap) ReceiveError(ie stack.ICMPError) { (*Socket)(e).receiveError(ie) }
 
 func (s *Socket) receiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for d := range s.devs {
 		if d.cfg.Remote == dst {
-			d.UpdatePathMTU(ie.MTU)
+			d.UpdatePathMTU(mtu)
 		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
@@ -37,7 +36,7 @@ type Handler struct {
 	proto    Proto
 	reg      *registry
 	counters stack.Counters
-	devs     atomic.Pointer[map[tunnelKey]*Device]
+	devs     stack.Registry[tunnelKey, *Device]
 }
 
 var _ stack.IPProtocolHandler = (*Handler)(nil)
@@ -53,7 +52,7 @@ func (h *Handler) Proto() Proto { return h.proto }
 // exact pair first, then a device with a wildcard local address, as
 // ip_tunnel_lookup does.
 func (h *Handler) lookup(remote, local netip.Addr, hasKey bool, key uint32) *Device {
-	m := *h.devs.Load()
+	m := h.devs.All()
 	if d := m[tunnelKey{remote, local, hasKey, key}]; d != nil {
 		return d
 	}
@@ -89,8 +88,6 @@ func acquire(st *stack.Stack, protos []Proto) (*registry, error) {
 		r = &registry{st: st, handlers: map[Proto]*Handler{}, protoRefs: map[Proto]int{}}
 		for _, p := range handledProtos {
 			h := &Handler{proto: p, reg: r}
-			empty := map[tunnelKey]*Device{}
-			h.devs.Store(&empty)
 			r.handlers[p] = h
 		}
 	}
@@ -144,7 +141,7 @@ func (r *registry) check(protos []Proto, k tunnelKey) error {
 
 func (r *registry) checkLocked(protos []Proto, k tunnelKey) error {
 	for _, p := range protos {
-		if (*r.handlers[p].devs.Load())[k] != nil {
+		if r.handlers[p].devs.Get(k) != nil {
 			return fmt.Errorf("remote %v local %v (%v): %w: another device has this tunnel", k.remote, k.local, p, stack.ErrExists)
 		}
 	}
@@ -160,14 +157,7 @@ func (r *registry) add(d *Device, protos []Proto, k tunnelKey) error {
 		return err
 	}
 	for _, p := range protos {
-		h := r.handlers[p]
-		old := *h.devs.Load()
-		next := make(map[tunnelKey]*Device, len(old)+1)
-		for kk, v := range old {
-			next[kk] = v
-		}
-		next[k] = d
-		h.devs.Store(&next)
+		r.handlers[p].devs.Set(k, d)
 	}
 	return nil
 }
@@ -177,14 +167,7 @@ func (r *registry) remove(d *Device) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, h := range r.handlers {
-		old := *h.devs.Load()
-		next := make(map[tunnelKey]*Device, len(old))
-		for k, v := range old {
-			if v != d {
-				next[k] = v
-			}
-		}
-		h.devs.Store(&next)
+		h.devs.DeleteValue(d)
 	}
 }
 

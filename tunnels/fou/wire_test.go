@@ -12,7 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
-	"github.com/udptunnel/udptunnel/stack"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/fou"
 )
 
@@ -68,16 +68,8 @@ func TestWireDecodedByGopacket(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := stack.New(stack.Options{})
-			t.Cleanup(st.Close)
 			ep := channel.New(16, 1500, "")
-			nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-				t.Fatal(err)
-			}
+			st, _ := tunneltest.NewStack(t, ep, netip.MustParsePrefix("10.99.0.1/24"))
 			s, err := fou.OpenSocket(st, tc.sock)
 			if err != nil {
 				t.Fatal(err)
@@ -93,7 +85,7 @@ func TestWireDecodedByGopacket(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			sendFrom(t, st, netip.Addr{}, tc.inner, []byte("hello"))
+			tunneltest.SendUDPFrom(t, st, netip.Addr{}, tc.inner, []byte("hello"))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			pkt := ep.ReadContext(ctx)

@@ -7,12 +7,14 @@ package geneve_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -60,9 +62,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 				t.Fatalf("Device.Close: %v", err)
 			}
 		}
-		if _, ok := st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.NoNIC(t, st, name, "Device.Close")
 		if s.Device(42) != nil {
 			t.Error("VNI 42 still bound after Device.Close")
 		}
@@ -83,11 +83,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)
 		}
 		again.Close()
-		pc, err := st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), geneve.DefaultPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", geneve.DefaultPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, st, geneve.DefaultPort)
 		o.Close()
 		goleak.VerifyNone(t, leaks)
 	})
@@ -105,25 +101,17 @@ func TestCloseLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("outer stack of a device in another stack", func(t *testing.T) {
-		leaks := goleak.IgnoreCurrent()
-		outer, inner := stack.New(stack.Options{}), stack.New(stack.Options{})
-		s, err := geneve.OpenSocket(outer, geneve.SocketConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := s.AddDevice(inner, geneve.Config{VNI: 42, Remote: netip.MustParseAddr("10.99.0.1")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := inner.NICByName(d.Name()); !ok {
-			t.Fatalf("no NIC %s in the inner stack", d.Name())
-		}
-		outer.Close() // closes the socket; the device cannot outlive it
-		if _, ok := inner.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still in the inner stack after its socket's stack closed", d.Name())
-		}
-		inner.Close()
-		goleak.VerifyNone(t, leaks)
+		tunneltest.OuterStackClose(t, func(outer, inner *stack.Stack) string {
+			s, err := geneve.OpenSocket(outer, geneve.SocketConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := s.AddDevice(inner, geneve.Config{VNI: 42, Remote: netip.MustParseAddr("10.99.0.1")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Name()
+		}, nil)
 	})
 }
 
@@ -135,7 +123,7 @@ func TestManyVNIs(t *testing.T) {
 		devs = append(devs, h.addDevice(t, geneve.Config{VNI: 100 + vni, Remote: peer4}))
 	}
 	for i, d := range devs {
-		h.inject(false, cat(rawHeader(0, 0, geneve.ProtoTEB, uint32(100+i)), ethFrame("\xff\xff\xff\xff\xff\xff")))
+		h.inject(false, slices.Concat(rawHeader(0, 0, geneve.ProtoTEB, uint32(100+i)), ethFrame("\xff\xff\xff\xff\xff\xff")))
 		for j, e := range devs {
 			want := uint64(0)
 			if j <= i {

@@ -1,14 +1,15 @@
 package geneve
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // FuzzDecap feeds arbitrary UDP payloads to a Geneve socket with two
@@ -39,7 +40,7 @@ func FuzzDecap(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
-	ep := tunnelEndpoint(f, st)
+	ep := tunneltest.TunnelEndpoint(f, st)
 	mac := tcpip.LinkAddress(d.MAC())
 
 	ipv4 := make([]byte, header.IPv4MinimumSize+8)
@@ -82,16 +83,11 @@ func FuzzDecap(f *testing.F) {
 		return n
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
-		pkt := received(datagram4(payload))
-		defer pkt.DecRef()
-		before := accounted()
-		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted() - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, L2 %v, L3 %v)", len(payload), got,
-				s.Tunnel().Counters().Stats(), d.Counters().Stats(), d3.Counters().Stats())
-		}
+		tunneltest.AccountedOnce(t, ep, datagram4(payload), accounted, func() string {
+			return fmt.Sprintf("socket %v, L2 %v, L3 %v", s.Tunnel().Counters().Stats(), d.Counters().Stats(), d3.Counters().Stats())
+		})
 	})
 }

@@ -29,7 +29,7 @@ type Socket struct {
 	sock *stack.Socket
 
 	mu   sync.Mutex // serializes changes of devs
-	devs atomic.Pointer[map[VNI]*Device]
+	devs stack.Registry[VNI, *Device]
 }
 
 // OpenSocket opens a Geneve socket in st (the outer stack).
@@ -38,8 +38,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 		cfg.Local = netip.AddrPortFrom(cfg.Local.Addr(), DefaultPort)
 	}
 	s := &Socket{}
-	empty := map[VNI]*Device{}
-	s.devs.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
@@ -57,12 +55,12 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 
 // Device returns the device of vni, or nil.
-func (s *Socket) Device(vni VNI) *Device { return (*s.devs.Load())[vni] }
+func (s *Socket) Device(vni VNI) *Device { return s.devs.Get(vni) }
 
 // Close closes every device of the socket, then the socket. It is
 // idempotent.
 func (s *Socket) Close() error {
-	for _, d := range *s.devs.Load() {
+	for _, d := range s.devs.All() {
 		d.Close()
 	}
 	return s.sock.Close()
@@ -201,9 +199,6 @@ type Device struct {
 	txOpt atomic.Pointer[Options]
 }
 
-// maxHeadroom bounds Config.Headroom so MaxHeaderLength fits in uint16.
-const maxHeadroom = 4096
-
 // AddDevice creates a Geneve device in inner (the stack whose applications
 // use the overlay; nil means the socket's own stack) and binds its VNI to
 // the socket. Bad configuration is an error naming the field; nothing is
@@ -244,8 +239,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	if _, ok := old[cfg.VNI]; ok {
+	if s.devs.Get(cfg.VNI) != nil {
 		return nil, fmt.Errorf("vni %d: %w: the socket already has a device for it", cfg.VNI, stack.ErrExists)
 	}
 	d := &Device{sock: s, cfg: cfg, v6: v6, proto: proto}
@@ -268,17 +262,14 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	}
 	d.Device = dev
 	d.nic.Store(uint32(dev.NIC()))
-	next := make(map[VNI]*Device, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[cfg.VNI] = d
-	s.devs.Store(&next)
+	s.devs.Set(cfg.VNI, d)
 	return d, nil
 }
 
 func (c *Config) validate() error {
 	fam4 := func(a netip.Addr) bool { return a.Unmap().Is4() }
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
+	ports := stack.CheckSrcPortRange(c.SrcPortMin, c.SrcPortMax)
 	switch {
 	case !c.VNI.Valid():
 		return fmt.Errorf("vni %d: %w: above %d", c.VNI, stack.ErrInvalid, MaxVNI)
@@ -290,10 +281,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
 	case c.Local.IsValid() && c.Remote.IsValid() && fam4(c.Local) != fam4(c.Remote):
 		return fmt.Errorf("local %v: %w: address family differs from remote %v", c.Local, stack.ErrInvalid, c.Remote)
-	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
-		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
-		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case ports != nil:
+		return ports
 	case c.DF > DFInherit:
 		return fmt.Errorf("df %d: %w: want DFUnset, DFSet or DFInherit", c.DF, stack.ErrInvalid)
 	case c.DF != DFUnset && ((c.Remote.IsValid() && !fam4(c.Remote)) || (c.Local.IsValid() && !fam4(c.Local))):
@@ -306,10 +295,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("flowlabel: %w: IPv4 has no flow label", stack.ErrInvalid)
 	case c.InnerProtoInherit && c.MAC != nil:
 		return fmt.Errorf("mac: %w: an L3 (innerprotoinherit) device has no MAC address", stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.TxOptionsRoom < 0 || c.TxOptionsRoom > MaxOptionsLen || c.TxOptionsRoom%4 != 0:
 		return fmt.Errorf("tx options room %d: %w: need a multiple of 4 in 0..%d", c.TxOptionsRoom, stack.ErrInvalid, MaxOptionsLen)
 	case len(c.TxOptions)%4 != 0 || len(c.TxOptions) > MaxOptionsLen:
@@ -356,14 +343,7 @@ func (d *Device) detach() {
 	s := d.sock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	next := make(map[VNI]*Device, len(old))
-	for k, v := range old {
-		if v != d {
-			next[k] = v
-		}
-	}
-	s.devs.Store(&next)
+	s.devs.DeleteValue(d)
 }
 
 // errNoRemote wraps stack.ErrNoRemote for a metadata-mode device with no

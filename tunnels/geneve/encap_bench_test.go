@@ -8,15 +8,13 @@ package geneve
 
 import (
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -25,28 +23,10 @@ const benchPayload = 1400 // inner UDP payload: a full 1500-byte inner frame
 // benchOption is a 4-byte-data option in the experimental class 0xffff.
 var benchOption = Options{0xff, 0xff, 0x01, 0x01, 0xde, 0xad, 0xbe, 0xef}
 
-// voidEndpoint is an underlay link that accepts every packet and drops it,
-// so that the benchmarks measure no underlay work.
-type voidEndpoint struct{ *channel.Endpoint }
-
-// WritePackets implements stack.LinkEndpoint.WritePackets: it discards pkts.
-func (voidEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
-	return pkts.Len(), nil
-}
-
-// voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24 on
-// a voidEndpoint) and a Geneve socket with one
-// device configured by cfg.
+// voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
+// and a Geneve socket with one device configured by cfg.
 func voidHost(tb testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
-	st := stack.New(stack.Options{})
-	tb.Cleanup(st.Close)
-	nic, err := st.AddNIC(voidEndpoint{channel.New(1, 65000, "")}, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		tb.Fatal(err)
-	}
+	st := tunneltest.VoidStack(tb)
 	s, err := OpenSocket(st, SocketConfig{})
 	if err != nil {
 		tb.Fatal(err)
@@ -68,20 +48,7 @@ func benchConfig() Config {
 // innerFrame builds an outbound inner packet as the inner stack hands it
 // to an L2 device: headroom reserved, UDP, IPv4 and Ethernet pushed.
 func innerFrame(d *Device) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: int(maxHeaderLength(d)) + header.IPv4MinimumSize + header.UDPMinimumSize,
-		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
-	})
-	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	udp.Encode(&header.UDPFields{SrcPort: 1000, DstPort: 2000, Length: header.UDPMinimumSize + benchPayload})
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + benchPayload), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 1}), DstAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 2})})
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{SrcAddr: tcpip.LinkAddress(d.MAC()), DstAddr: "\x02\x00\x00\x00\x00\x99", Type: header.IPv4ProtocolNumber})
-	return pkt
+	return tunneltest.InnerFrame(int(maxHeaderLength(d)), tcpip.LinkAddress(d.MAC()), benchPayload)
 }
 
 // maxHeaderLength returns the headroom d's link endpoint asks the inner
@@ -99,44 +66,12 @@ func BenchmarkEncap(b *testing.B) {
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
 	b.Run("geneve", func(b *testing.B) {
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	// The same outer write without the tunnel, to subtract.
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write := outerWrite(b, st, pkt.Size()+HeaderLen+len(benchOption))
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, pkt.Size()+HeaderLen+len(benchOption)))
 	})
-}
-
-// outerWrite returns a function that sends a UDP datagram of n payload
-// bytes from st straight through gVisor's outer IP layer, without the
-// tunnel: the baseline whose allocations are gVisor's own.
-func outerWrite(tb testing.TB, st *stack.Stack, n int) func() {
-	r, terr := st.GVisor().FindRoute(0, tcpip.Address{}, tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), header.IPv4ProtocolNumber, false)
-	if terr != nil {
-		tb.Fatal(terr)
-	}
-	tb.Cleanup(r.Release)
-	data := buffer.MakeWithData(make([]byte, n))
-	tb.Cleanup(data.Release)
-	return func() {
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{ReserveHeaderBytes: int(r.MaxHeaderLength()) + 8, Payload: data.Clone()})
-		header.UDP(pkt.TransportHeader().Push(8)).Encode(&header.UDPFields{SrcPort: 1, DstPort: DefaultPort, Length: uint16(8 + data.Size())})
-		pkt.TransportProtocolNumber = header.UDPProtocolNumber
-		if err := r.WritePacket(gstack.NetworkHeaderParams{Protocol: header.UDPProtocolNumber, TTL: 64}, pkt); err != nil {
-			tb.Fatal(err)
-		}
-		pkt.DecRef()
-	}
 }
 
 // TestEncapNoAllocs guards the transmit path: encapsulating and sending a
@@ -147,18 +82,11 @@ func TestEncapNoAllocs(t *testing.T) {
 	st, s, d := voidHost(t, benchConfig())
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
-	tx := (*transmitter)(d)
-	send := func() {
-		if err := tx.Transmit(pkt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 	send()
-	base := outerWrite(t, st, pkt.Size()+HeaderLen+len(benchOption))
+	base := tunneltest.OuterWrite(t, st, DefaultPort, pkt.Size()+HeaderLen+len(benchOption))
 	base()
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	const runs = 4096
 	tunnel, outer := testing.AllocsPerRun(runs, send), testing.AllocsPerRun(runs, base)
 	if tunnel > outer {
@@ -168,15 +96,6 @@ func TestEncapNoAllocs(t *testing.T) {
 		t.Errorf("socket sent %d datagrams, want %d", got, runs+2)
 	}
 }
-
-// countingDispatcher stands in for the inner stack: it counts what the
-// device delivers.
-type countingDispatcher struct{ n atomic.Uint64 }
-
-func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
-	c.n.Add(1)
-}
-func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
 
 // geneveFrame returns a Geneve header for vni with opts and an inner
 // Ethernet header from src to dst carrying IPv4, followed by n zero bytes.
@@ -191,42 +110,17 @@ func geneveFrame(vni VNI, opts Options, src, dst tcpip.LinkAddress, n int) []byt
 // datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:40000 to
 // 10.99.0.1:6081 (no UDP checksum, as IPv4 allows).
 func datagram4(payload []byte) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(payload))})
-	return append(b, payload...)
-}
-
-// received returns wire as the UDP demux hands it to a transport endpoint:
-// a fresh buffer with the IPv4 and UDP headers parsed.
-func received(wire []byte) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-	pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	pkt.TransportHeader().Consume(header.UDPMinimumSize)
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	return pkt
-}
-
-// tunnelEndpoint returns the transport endpoint of st's only tunnel socket.
-func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
-	eps := st.GVisor().RegisteredEndpoints()
-	if len(eps) == 0 {
-		tb.Fatal("no tunnel socket registered")
-	}
-	return eps[0]
+	return tunneltest.Datagram4(40000, DefaultPort, payload)
 }
 
 // decapHost is voidHost with benchConfig, its device's dispatcher replaced
 // by a counter, and the datagram it receives in the benchmarks: a 1500-byte
 // inner frame behind a Geneve header with one understood option.
-func decapHost(tb testing.TB, cfg Config) (*countingDispatcher, gstack.TransportEndpoint, []byte) {
+func decapHost(tb testing.TB, cfg Config) (*tunneltest.CountingDispatcher, gstack.TransportEndpoint, []byte) {
 	st, _, d := voidHost(tb, cfg)
-	var cd countingDispatcher
-	st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+	cd := tunneltest.Count(st, d.Name())
 	wire := datagram4(geneveFrame(42, benchOption, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), header.IPv4MinimumSize+header.UDPMinimumSize+benchPayload))
-	return &cd, tunnelEndpoint(tb, st), wire
+	return cd, tunneltest.TunnelEndpoint(tb, st), wire
 }
 
 // BenchmarkDecap is the receive path for one datagram carrying a 1500-byte
@@ -243,13 +137,8 @@ func BenchmarkDecap(b *testing.B) {
 				cfg.OnReceive = func(md Metadata, frame []byte) { seen += len(md.Options) }
 			}
 			cd, ep, wire := decapHost(b, cfg)
-			b.ReportAllocs()
-			for b.Loop() {
-				pkt := received(wire)
-				ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
-			if cd.n.Load() == 0 {
+			tunneltest.Loop(b, tunneltest.Receive(ep, wire))
+			if cd.Delivered() == 0 {
 				b.Fatal("nothing was delivered")
 			}
 		})
@@ -272,19 +161,13 @@ func TestDecapNoAllocs(t *testing.T) {
 				}
 			}
 			cd, ep, wire := decapHost(t, cfg)
-			receive := func() {
-				pkt := received(wire)
-				ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-				pkt.DecRef()
-			}
+			receive := tunneltest.Receive(ep, wire)
 			receive()
-			if raceEnabled {
-				t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-			}
+			tunneltest.SkipIfRace(t)
 			if n := testing.AllocsPerRun(1000, receive); n != 0 {
 				t.Errorf("decapsulation allocates %v times per packet, want 0", n)
 			}
-			if got := cd.n.Load(); got != 1002 {
+			if got := cd.Delivered(); got != 1002 {
 				t.Errorf("delivered %d frames, want 1002", got)
 			}
 			if hook && opts != 1002*4 {

@@ -14,13 +14,11 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/udptunnel/udptunnel/e2e"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -133,18 +131,8 @@ var (
 
 func newInjectHost(t testing.TB) *injectHost {
 	t.Helper()
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
 	ep := channel.New(4096, 1500, "")
-	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.99.0.2/24", "fd00::2/64"} {
-		if err := st.AddAddress(nic, netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st, _ := tunneltest.NewStack(t, ep, netip.MustParsePrefix("10.99.0.2/24"), netip.MustParsePrefix("fd00::2/64"))
 	s, err := geneve.OpenSocket(st, geneve.SocketConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -166,36 +154,6 @@ func (h *injectHost) addDevice(t testing.TB, c geneve.Config, inner ...string) *
 	return d
 }
 
-// outerDatagram returns an IP packet carrying a UDP datagram from src to
-// dst with a correct checksum.
-func outerDatagram(src, dst netip.AddrPort, payload []byte) (tcpip.NetworkProtocolNumber, []byte) {
-	udpLen := header.UDPMinimumSize + len(payload)
-	srcA, dstA := tcpip.AddrFromSlice(src.Addr().AsSlice()), tcpip.AddrFromSlice(dst.Addr().AsSlice())
-	ipLen, proto := header.IPv4MinimumSize, header.IPv4ProtocolNumber
-	if src.Addr().Is6() {
-		ipLen, proto = header.IPv6MinimumSize, header.IPv6ProtocolNumber
-	}
-	b := make([]byte, ipLen+udpLen)
-	if proto == header.IPv4ProtocolNumber {
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, TOS: 0x28, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: srcA, DstAddr: dstA})
-		ip.SetChecksum(^ip.CalculateChecksum())
-	} else {
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(udpLen), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64, TrafficClass: 0x28, SrcAddr: srcA, DstAddr: dstA})
-	}
-	u := header.UDP(b[ipLen:])
-	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(udpLen)})
-	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, uint16(udpLen))
-	xsum = checksum.Checksum(payload, xsum)
-	c := ^u.CalculateChecksum(xsum)
-	if c == 0 {
-		c = 0xffff
-	}
-	u.SetChecksum(c)
-	return proto, b
-}
-
 // inject hands a UDP datagram with payload from the peer of the family of
 // v6 to h's Geneve port, as if it came off the wire; it is processed before
 // inject returns. What the stack sends in response is discarded.
@@ -204,7 +162,7 @@ func (h *injectHost) inject(v6 bool, payload []byte) {
 	if v6 {
 		src, dst = netip.AddrPortFrom(peer6, 40000), netip.AddrPortFrom(self6, geneve.DefaultPort)
 	}
-	proto, b := outerDatagram(src, dst, payload)
+	proto, b := tunneltest.OuterDatagram(src, dst, 0x28, payload, nil)
 	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 	h.ep.InjectInbound(proto, pkt)
 	pkt.DecRef()
@@ -225,12 +183,4 @@ func (h *injectHost) sent(t testing.TB) []byte {
 	v := pkt.ToView()
 	defer v.Release()
 	return append([]byte(nil), v.AsSlice()...)
-}
-
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/encap.pcap from the encoder")
@@ -109,51 +110,6 @@ func checkAgreesWithGopacket(t *testing.T, h Header, gn *layers.Geneve) {
 	}
 }
 
-// readPcap returns the frames of a classic LINKTYPE_ETHERNET pcap file
-// (gopacket's pcapgo would add golang.org/x/net to go.mod).
-func readPcap(t testing.TB, name string) [][]byte {
-	t.Helper()
-	file, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(file) < 24 || binary.LittleEndian.Uint32(file) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(file[20:]) != 1 {
-		t.Fatalf("%s: not a little-endian microsecond Ethernet pcap", name)
-	}
-	var frames [][]byte
-	for rest := file[24:]; len(rest) > 0; {
-		if len(rest) < 16 {
-			t.Fatalf("%s: short record header", name)
-		}
-		n := binary.LittleEndian.Uint32(rest[8:])
-		rest = rest[16:]
-		if uint64(n) > uint64(len(rest)) {
-			t.Fatalf("%s: record of %d bytes, %d left", name, n, len(rest))
-		}
-		frames = append(frames, rest[:n:n])
-		rest = rest[n:]
-	}
-	return frames
-}
-
-// writePcap returns a classic pcap file of Ethernet frames.
-func writePcap(frames [][]byte) []byte {
-	b := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
-	b = binary.LittleEndian.AppendUint16(b, 2)
-	b = binary.LittleEndian.AppendUint16(b, 4)
-	b = append(b, make([]byte, 8)...)              // thiszone, sigfigs
-	b = binary.LittleEndian.AppendUint32(b, 65535) // snaplen
-	b = binary.LittleEndian.AppendUint32(b, 1)     // LINKTYPE_ETHERNET
-	for i, f := range frames {
-		b = binary.LittleEndian.AppendUint32(b, 1700000000)
-		b = binary.LittleEndian.AppendUint32(b, uint32(i))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	return b
-}
-
 // geneveOf decodes an Ethernet frame with gopacket and returns its UDP
 // layer, its Geneve layer, or fails.
 func geneveOf(t *testing.T, frame []byte) (*layers.UDP, *layers.Geneve) {
@@ -179,7 +135,7 @@ func TestGoldenPeerPcaps(t *testing.T) {
 		{"geneve.pcap", nil},
 		{"geneve-opt.pcap", []string{"deadbeef", "cafef00d"}},
 	} {
-		frames := readPcap(t, tc.file)
+		frames := tunneltest.ReadPcap(t, tc.file, tunneltest.LinkTypeEthernet)
 		if len(frames) != 8 {
 			t.Fatalf("%s: %d frames, want 8 (ARP, 3 pings, both ways)", tc.file, len(frames))
 		}
@@ -221,7 +177,7 @@ func TestGoldenPeerPcaps(t *testing.T) {
 // Ethernet/IPv4/UDP of frame 1 of geneve-opt.pcap around headers we encode.
 func encapFrames(t *testing.T) [][]byte {
 	t.Helper()
-	peer := readPcap(t, "geneve-opt.pcap")[0]
+	peer := tunneltest.ReadPcap(t, "geneve-opt.pcap", tunneltest.LinkTypeEthernet)[0]
 	const outer = 14 + 20 + 8
 	inner := peer[outer+16:] // the ARP request behind the peer's header
 	var out [][]byte
@@ -272,11 +228,11 @@ func TestGoldenEncapPcap(t *testing.T) {
 	frames := encapFrames(t)
 	path := filepath.Join("testdata", "encap.pcap")
 	if *update {
-		if err := os.WriteFile(path, writePcap(frames), 0o644); err != nil {
+		if err := os.WriteFile(path, tunneltest.WritePcap(tunneltest.LinkTypeEthernet, frames...), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	golden := readPcap(t, "encap.pcap")
+	golden := tunneltest.ReadPcap(t, "encap.pcap", tunneltest.LinkTypeEthernet)
 	if len(golden) != len(frames) {
 		t.Fatalf("encap.pcap has %d frames, the encoder made %d", len(golden), len(frames))
 	}

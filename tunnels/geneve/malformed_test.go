@@ -8,11 +8,13 @@ package geneve_test
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -54,24 +56,6 @@ func ipv6Packet() []byte {
 	return b
 }
 
-// delta is a counter change: received packets and drops by reason.
-type delta struct {
-	rx    uint64
-	drops map[stack.DropReason]uint64
-}
-
-func diff(before, after stack.Stats) delta {
-	d := delta{rx: after.RxPackets - before.RxPackets, drops: map[stack.DropReason]uint64{}}
-	for _, r := range stack.DropReasons() {
-		if n := after.Dropped(r) - before.Dropped(r); n != 0 {
-			d.drops[r] = n
-		}
-	}
-	return d
-}
-
-func (d delta) String() string { return fmt.Sprintf("rx %d drops %v", d.rx, d.drops) }
-
 // none stands for "no drop" in the table below.
 const none stack.DropReason = 255
 
@@ -101,34 +85,34 @@ func TestMalformedDatagrams(t *testing.T) {
 	}{
 		{"empty", nil, sockDrop(stack.DropTruncated)},
 		{"7 bytes", rawHeader(0, 0, teb, 42)[:7], sockDrop(stack.DropTruncated)},
-		{"version 1", cat(rawHeader(0x40, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
-		{"version 3", cat(rawHeader(0xc0, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
+		{"version 1", slices.Concat(rawHeader(0x40, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
+		{"version 3", slices.Concat(rawHeader(0xc0, 0, teb, 42), frame), sockDrop(stack.DropBadHeader)},
 		{"opt len past the datagram", rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0), sockDrop(stack.DropTruncated)},
-		{"opt len 63 on a short datagram", cat(rawHeader(63, 0, teb, 42), frame), sockDrop(stack.DropTruncated)},
-		{"option overruns opt len", cat(rawHeader(1, 0, teb, 42, 0xff, 0xff, 1, 1), frame), sockDrop(stack.DropBadHeader)},
-		{"second option overruns opt len", cat(rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0, 0xff, 0xff, 2, 3), frame), sockDrop(stack.DropBadHeader)},
-		{"unknown VNI", cat(rawHeader(0, 0, teb, 4242), frame), sockDrop(stack.DropUnknownTunnel)},
-		{"largest VNI", cat(rawHeader(0, 0, teb, geneve.MaxVNI), frame), sockDrop(stack.DropUnknownTunnel)},
-		{"IPv4 protocol on an L2 device", cat(rawHeader(0, 0, geneve.ProtoIPv4, 42), ipv4Packet()), devDrop("l2", stack.DropNotForUs)},
-		{"TEB on an L3 device", cat(rawHeader(0, 0, teb, 43), frame), devDrop("l3", stack.DropNotForUs)},
-		{"MPLS protocol on an L3 device", cat(rawHeader(0, 0, 0x8847, 43), ipv4Packet()), devDrop("l3", stack.DropNotForUs)},
-		{"IPv4 protocol with an IPv6 packet", cat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv6Packet()), devDrop("l3", stack.DropBadHeader)},
-		{"IPv6 protocol with an IPv4 packet", cat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv4Packet()), devDrop("l3", stack.DropBadHeader)},
+		{"opt len 63 on a short datagram", slices.Concat(rawHeader(63, 0, teb, 42), frame), sockDrop(stack.DropTruncated)},
+		{"option overruns opt len", slices.Concat(rawHeader(1, 0, teb, 42, 0xff, 0xff, 1, 1), frame), sockDrop(stack.DropBadHeader)},
+		{"second option overruns opt len", slices.Concat(rawHeader(2, 0, teb, 42, 0xff, 0xff, 1, 0, 0xff, 0xff, 2, 3), frame), sockDrop(stack.DropBadHeader)},
+		{"unknown VNI", slices.Concat(rawHeader(0, 0, teb, 4242), frame), sockDrop(stack.DropUnknownTunnel)},
+		{"largest VNI", slices.Concat(rawHeader(0, 0, teb, geneve.MaxVNI), frame), sockDrop(stack.DropUnknownTunnel)},
+		{"IPv4 protocol on an L2 device", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 42), ipv4Packet()), devDrop("l2", stack.DropNotForUs)},
+		{"TEB on an L3 device", slices.Concat(rawHeader(0, 0, teb, 43), frame), devDrop("l3", stack.DropNotForUs)},
+		{"MPLS protocol on an L3 device", slices.Concat(rawHeader(0, 0, 0x8847, 43), ipv4Packet()), devDrop("l3", stack.DropNotForUs)},
+		{"IPv4 protocol with an IPv6 packet", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv6Packet()), devDrop("l3", stack.DropBadHeader)},
+		{"IPv6 protocol with an IPv4 packet", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv4Packet()), devDrop("l3", stack.DropBadHeader)},
 		{"L3 header without a packet", rawHeader(0, 0, geneve.ProtoIPv4, 43), devDrop("l3", stack.DropTruncated)},
 		{"L2 header without a frame", rawHeader(0, 0, teb, 42), devDrop("l2", stack.DropTruncated)},
-		{"unknown critical option", cat(rawHeader(1, geneve.FlagCritical, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
-		{"unknown critical option without the C bit", cat(rawHeader(1, 0, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
-		{"unknown critical option on an L3 device", cat(rawHeader(1, geneve.FlagCritical, geneve.ProtoIPv4, 43, 0xff, 0xff, 0x81, 0), ipv4Packet()), devDrop("l3", stack.DropPolicy)},
-		{"OAM without a hook", cat(rawHeader(0, geneve.FlagOAM, teb, 42), frame), devDrop("l2", stack.DropPolicy)},
-		{"frame for another MAC", cat(rawHeader(0, 0, teb, 42), ethFrame("\x02\xbb\x00\x00\x00\x01")), devDrop("l2", stack.DropNotForUs)},
+		{"unknown critical option", slices.Concat(rawHeader(1, geneve.FlagCritical, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
+		{"unknown critical option without the C bit", slices.Concat(rawHeader(1, 0, teb, 42, 0x01, 0x02, 0x83, 0), frame), devDrop("l2", stack.DropPolicy)},
+		{"unknown critical option on an L3 device", slices.Concat(rawHeader(1, geneve.FlagCritical, geneve.ProtoIPv4, 43, 0xff, 0xff, 0x81, 0), ipv4Packet()), devDrop("l3", stack.DropPolicy)},
+		{"OAM without a hook", slices.Concat(rawHeader(0, geneve.FlagOAM, teb, 42), frame), devDrop("l2", stack.DropPolicy)},
+		{"frame for another MAC", slices.Concat(rawHeader(0, 0, teb, 42), ethFrame("\x02\xbb\x00\x00\x00\x01")), devDrop("l2", stack.DropNotForUs)},
 		// Not malformed: the boundaries of what is accepted.
-		{"understood critical option", cat(rawHeader(1, geneve.FlagCritical, teb, 42, 0xff, 0xff, 0x81, 0), frame), delivered("l2")},
-		{"unknown non-critical option", cat(rawHeader(2, 0, teb, 42, 0x01, 0x02, 0x03, 1, 1, 2, 3, 4), frame), delivered("l2")},
-		{"C bit without critical options", cat(rawHeader(0, geneve.FlagCritical, teb, 42), frame), delivered("l2")},
-		{"reserved bits set", cat(rawHeader(0, 0x3f, teb, 42+0), frame), delivered("l2")},
-		{"L3 IPv4", cat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv4Packet()), delivered("l3")},
-		{"L3 IPv6", cat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv6Packet()), delivered("l3")},
-		{"9000-byte frame (no MTU check on receive)", cat(rawHeader(0, 0, teb, 42), frame, make([]byte, 9000)), delivered("l2")},
+		{"understood critical option", slices.Concat(rawHeader(1, geneve.FlagCritical, teb, 42, 0xff, 0xff, 0x81, 0), frame), delivered("l2")},
+		{"unknown non-critical option", slices.Concat(rawHeader(2, 0, teb, 42, 0x01, 0x02, 0x03, 1, 1, 2, 3, 4), frame), delivered("l2")},
+		{"C bit without critical options", slices.Concat(rawHeader(0, geneve.FlagCritical, teb, 42), frame), delivered("l2")},
+		{"reserved bits set", slices.Concat(rawHeader(0, 0x3f, teb, 42+0), frame), delivered("l2")},
+		{"L3 IPv4", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv4, 43), ipv4Packet()), delivered("l3")},
+		{"L3 IPv6", slices.Concat(rawHeader(0, 0, geneve.ProtoIPv6, 43), ipv6Packet()), delivered("l3")},
+		{"9000-byte frame (no MTU check on receive)", slices.Concat(rawHeader(0, 0, teb, 42), frame, make([]byte, 9000)), delivered("l2")},
 	} {
 		for _, v6 := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/outer6=%v", tc.name, v6), func(t *testing.T) {
@@ -138,30 +122,27 @@ func TestMalformedDatagrams(t *testing.T) {
 					devBefore[n] = d.Counters().Stats()
 				}
 				h.inject(v6, tc.payload)
-				sd := diff(sockBefore, h.sock.Tunnel().Counters().Stats())
-				if sd.rx != 1 {
-					t.Fatalf("socket received %d datagrams, want 1", sd.rx)
+				sd := tunneltest.Since(sockBefore, h.sock.Tunnel().Counters())
+				if sd.Rx != 1 {
+					t.Fatalf("socket received %d datagrams, want 1", sd.Rx)
 				}
 				wantSock := map[stack.DropReason]uint64{}
 				if tc.want.sock != none {
 					wantSock[tc.want.sock] = 1
 				}
-				if fmt.Sprint(sd.drops) != fmt.Sprint(wantSock) {
-					t.Errorf("socket drops %v, want %v", sd.drops, wantSock)
+				if fmt.Sprint(sd.Drops) != fmt.Sprint(wantSock) {
+					t.Errorf("socket drops %v, want %v", sd.Drops, wantSock)
 				}
 				for n, d := range devs {
-					dd := diff(devBefore[n], d.Counters().Stats())
-					want := delta{drops: map[stack.DropReason]uint64{}}
+					var want tunneltest.Counts
 					if n == tc.want.dev {
 						if tc.want.drop != none {
-							want.drops[tc.want.drop] = 1
+							want.Drops = map[stack.DropReason]uint64{tc.want.drop: 1}
 						} else {
-							want.rx = 1
+							want.Rx = 1
 						}
 					}
-					if dd.String() != want.String() {
-						t.Errorf("device %s: %v, want %v", n, dd, want)
-					}
+					tunneltest.CheckCounts(t, "device "+n, tunneltest.Since(devBefore[n], d.Counters()).RxOnly(), want)
 				}
 			})
 		}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -16,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/geneve"
 )
@@ -42,11 +44,11 @@ func TestReceiveHook(t *testing.T) {
 		got = nil
 		before := d.Counters().Stats()
 		// A data packet: the hook sees it, then it is delivered.
-		h.inject(v6, cat(rawHeader(3, geneve.FlagCritical, geneve.ProtoTEB, 42, opts...), frame))
+		h.inject(v6, slices.Concat(rawHeader(3, geneve.FlagCritical, geneve.ProtoTEB, 42, opts...), frame))
 		// An OAM packet: the hook sees it, it is not delivered.
-		h.inject(v6, cat(rawHeader(0, geneve.FlagOAM, geneve.ProtoTEB, 42), frame))
+		h.inject(v6, slices.Concat(rawHeader(0, geneve.FlagOAM, geneve.ProtoTEB, 42), frame))
 		// An unknown critical option: dropped before the hook.
-		h.inject(v6, cat(rawHeader(1, geneve.FlagCritical, geneve.ProtoTEB, 42, 0, 1, 0x80, 0), frame))
+		h.inject(v6, slices.Concat(rawHeader(1, geneve.FlagCritical, geneve.ProtoTEB, 42, 0, 1, 0x80, 0), frame))
 		if len(got) != 2 {
 			t.Fatalf("v6=%v: hook called %d times, want 2", v6, len(got))
 		}
@@ -65,10 +67,10 @@ func TestReceiveHook(t *testing.T) {
 		if !got[1].md.OAM || len(got[1].opts) != 0 || !bytes.Equal(got[1].frame, frame) {
 			t.Errorf("v6=%v: OAM call %+v", v6, got[1])
 		}
-		dd := diff(before, d.Counters().Stats())
+		dd := tunneltest.Since(before, d.Counters())
 		// Rx: the data packet and the OAM one handed to the hook; one
 		// policy drop.
-		if dd.rx != 2 || len(dd.drops) != 1 || dd.drops[stack.DropPolicy] != 1 {
+		if dd.Rx != 2 || len(dd.Drops) != 1 || dd.Drops[stack.DropPolicy] != 1 {
 			t.Errorf("v6=%v: device %v", v6, dd)
 		}
 	}
@@ -147,7 +149,7 @@ func TestTransmitOptions(t *testing.T) {
 
 	// SendFrame: per-packet options, OAM, another destination and TTL.
 	h.ep.Drain()
-	frame := cat([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 9, 0x88, 0xb5}, []byte("oam probe"))
+	frame := slices.Concat([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 9, 0x88, 0xb5}, []byte("oam probe"))
 	err := d.SendFrame(geneve.Metadata{OAM: true, Options: opt1, TTL: 3, Dst: netip.AddrPortFrom(netip.MustParseAddr("10.99.0.77"), 7000)}, frame)
 	if err != nil {
 		t.Fatal(err)

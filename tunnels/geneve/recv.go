@@ -46,7 +46,7 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.
 		c.Drop(stack.DropBadHeader)
 		return stack.Consumed
 	}
-	d := (*s.devs.Load())[h.VNI()]
+	d := s.devs.Get(h.VNI())
 	if d == nil {
 		c.Drop(stack.DropUnknownTunnel)
 		return stack.Consumed
@@ -131,13 +131,13 @@ func (d *Device) hook(pkt *stack.PacketBuffer, h Header, src, dst netip.AddrPort
 // "packet too big" for a remote lowers the MTU of the devices sending to it
 // (the kernel's tunnel PMTU update).
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
-	for _, d := range *(*Socket)(e).devs.Load() {
+	for _, d := range (*Socket)(e).devs.All() {
 		if d.cfg.Remote.Unmap() == dst {
-			d.UpdatePathMTU(ie.MTU)
+			d.UpdatePathMTU(mtu)
 		}
 	}
 }
@@ -149,13 +149,13 @@ func (e *encap) LookupError(quoted []byte) bool {
 	if len(quoted) < HeaderLen || Header(quoted).Version() != Version {
 		return false
 	}
-	return (*(*Socket)(e).devs.Load())[Header(quoted).VNI()] != nil
+	return (*Socket)(e).devs.Get(Header(quoted).VNI()) != nil
 }
 
 // CloseEncap implements stack.EncapCloser (encap_destroy): the socket is
 // closing, so its devices go too, also those in another stack.
 func (e *encap) CloseEncap() {
-	for _, d := range *(*Socket)(e).devs.Load() {
+	for _, d := range (*Socket)(e).devs.All() {
 		d.Close()
 	}
 }

@@ -48,7 +48,7 @@ func (d *Device) params(pkt *stack.PacketBuffer) stack.XmitParams {
 		Device:     stack.NICID(d.nic.Load()),
 	}
 	if d.cfg.TOSInherit {
-		p.TOS = innerTOS(pkt)
+		p.TOS = stack.InnerTOS(pkt)
 	}
 	if d.cfg.DF == DFInherit {
 		p.DF = innerDF(pkt)
@@ -151,20 +151,6 @@ func (d *Device) sendFrame(md *Metadata, frame []byte) error {
 		d.Counters().Tx(len(frame))
 	}
 	return err
-}
-
-// innerTOS returns the inner IP header's TOS or traffic class.
-func innerTOS(pkt *stack.PacketBuffer) uint8 {
-	nh := pkt.NetworkHeader().Slice()
-	switch {
-	case pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber && len(nh) >= header.IPv4MinimumSize:
-		tos, _ := header.IPv4(nh).TOS()
-		return tos
-	case pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber && len(nh) >= header.IPv6MinimumSize:
-		tc, _ := header.IPv6(nh).TOS()
-		return tc
-	}
-	return 0
 }
 
 // innerDF is "df inherit": DF from an inner IPv4 header, always for inner

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
@@ -30,15 +31,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 		hs := busyPair(t)
 		a := hs[0]
 		name := a.dev.Name()
-		if err := a.dev.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.dev.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.CloseTwice(t, "Close", a.dev)
+		tunneltest.NoNIC(t, a.st, name, "Device.Close")
 		if d, _ := a.sock.Lookup(teidUp); d != nil {
 			t.Errorf("TEID %v still maps to %s after Device.Close", teidUp, d.Name())
 		}
@@ -51,25 +45,14 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatalf("AddDevice after Close: %v", err)
 		}
 		// The socket goes with its devices, and frees the port.
-		if err := a.sock.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.sock.Close(); err != nil {
-			t.Errorf("second Socket.Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still exists after Socket.Close", d.Name())
-		}
+		tunneltest.CloseTwice(t, "Socket.Close", a.sock)
+		tunneltest.NoNIC(t, a.st, d.Name(), "Socket.Close")
 		again, err := gtpu.OpenSocket(a.st, gtpu.SocketConfig{})
 		if err != nil {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)
 		}
 		again.Close()
-		pc, err := a.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), gtpu.DefaultPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", gtpu.DefaultPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, a.st, gtpu.DefaultPort)
 		for _, h := range hs {
 			h.sock.Close()
 			h.wire.Close()
@@ -94,24 +77,16 @@ func TestCloseLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("outer stack of a device in another stack", func(t *testing.T) {
-		leaks := goleak.IgnoreCurrent()
-		outer, inner := stack.New(stack.Options{}), stack.New(stack.Options{})
-		sock, err := gtpu.OpenSocket(outer, gtpu.SocketConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := sock.AddDevice(inner, gtpu.Config{Sessions: []gtpu.Session{{LocalTEID: 1, Peer: netip.MustParseAddr("10.99.0.2"), UE4: ue4}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := inner.NICByName(d.Name()); !ok {
-			t.Fatalf("no NIC %s in the inner stack", d.Name())
-		}
-		outer.Close() // closes the socket; the device cannot outlive it
-		if _, ok := inner.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still in the inner stack after its socket's stack closed", d.Name())
-		}
-		inner.Close()
-		goleak.VerifyNone(t, leaks)
+		tunneltest.OuterStackClose(t, func(outer, inner *stack.Stack) string {
+			sock, err := gtpu.OpenSocket(outer, gtpu.SocketConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := sock.AddDevice(inner, gtpu.Config{Sessions: []gtpu.Session{{LocalTEID: 1, Peer: netip.MustParseAddr("10.99.0.2"), UE4: ue4}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Name()
+		}, nil)
 	})
 }

@@ -1,10 +1,10 @@
 package gtpu
 
 import (
+	"fmt"
 	"testing"
 
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -17,7 +17,7 @@ import (
 // they exercise.
 func FuzzDecap(f *testing.F) {
 	st, s, d := voidHost(f)
-	sockEP := tunnelEndpoint(f, st)
+	sockEP := tunneltest.TunnelEndpoint(f, st)
 
 	f.Add([]byte{})                                                        // empty datagram: truncated
 	f.Add(gpdu(42, ue4, 8, false))                                         // a valid G-PDU from the UE
@@ -37,15 +37,11 @@ func FuzzDecap(f *testing.F) {
 			gs.PassedToUDP + gs.EchoResponses + gs.EchoErrors + gs.EndMarkers
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
-		pkt := received(datagram4(payload))
-		defer pkt.DecRef()
-		before := accounted()
-		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted() - before; got != 1 {
-			t.Fatalf("datagram % x accounted %d times (socket %v, device %v, %+v)", payload, got, s.Tunnel().Counters().Stats(), d.Counters().Stats(), s.Stats())
-		}
+		tunneltest.AccountedOnce(t, sockEP, datagram4(payload), accounted, func() string {
+			return fmt.Sprintf("payload % x; socket %v, device %v, %+v", payload, s.Tunnel().Counters().Stats(), d.Counters().Stats(), s.Stats())
+		})
 	})
 }

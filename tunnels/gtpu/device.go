@@ -258,9 +258,6 @@ type Device struct {
 	sessions map[TEID]*Session
 }
 
-// maxHeadroom bounds Config.Headroom.
-const maxHeadroom = 4096
-
 var devSeq atomic.Uint32
 
 // AddDevice creates a GTP-U device in inner (nil means the socket's own
@@ -332,21 +329,19 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 }
 
 func (c *Config) validate() error {
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
+	ports := stack.CheckSrcPortRange(c.SrcPortMin, c.SrcPortMax)
 	switch {
 	case c.Role > RoleSGSN:
 		return fmt.Errorf("role %d: %w: want RoleGGSN or RoleSGSN", c.Role, stack.ErrInvalid)
 	case c.Local.IsValid() && (c.Local.IsUnspecified() || c.Local.IsMulticast()):
 		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
-	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
-		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
-		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case ports != nil:
+		return ports
 	case c.FixedSrcPort && c.SrcPortMax != 0:
 		return fmt.Errorf("fixed srcport with srcport %d-%d: %w: choose one", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535-8-HeaderLen-40):
 		return fmt.Errorf("MTU %d: %w: outside 68..%d", c.MTU, stack.ErrInvalid, 65535-8-HeaderLen-40)
 	case c.DF && c.Local.IsValid() && !c.Local.Unmap().Is4():

@@ -5,14 +5,15 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
@@ -50,30 +51,18 @@ const (
 // nil, adjusts host i's configuration.
 func pair(t testing.TB, outer4 bool, opts memlink.Options, cfg func(i int, c *gtpu.Config)) [2]*host {
 	t.Helper()
-	a, b, err := memlink.NewPair(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	outer := [2]netip.Prefix{netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("fd00::2/64")}
 	if outer4 {
-		outer = [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+		outer = tunneltest.Outer4
 	}
 	var hs [2]*host
-	for i, ep := range []*memlink.Endpoint{a, b} {
-		st := stack.New(stack.Options{})
-		t.Cleanup(st.Close)
-		nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.AddAddress(nic, outer[i]); err != nil {
-			t.Fatal(err)
-		}
+	for i, u := range tunneltest.Pair(t, opts, outer) {
+		st := u.St
 		sock, err := gtpu.OpenSocket(st, gtpu.SocketConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := &host{st: st, under: nic, sock: sock, outer: outer[i].Addr(), wire: ep}
+		h := &host{st: st, under: u.NIC, sock: sock, outer: u.Outer, wire: u.Wire}
 		c := gtpu.Config{Role: gtpu.RoleGGSN, Sessions: []gtpu.Session{{LocalTEID: teidUp, RemoteTEID: teidDown, Peer: outer[1].Addr(), UE4: ue4, UE6: ue6}}}
 		h.inner = [2]netip.Addr{gw4, gw6}
 		if i == 1 {
@@ -93,7 +82,6 @@ func pair(t testing.TB, outer4 bool, opts memlink.Options, cfg func(i int, c *gt
 		}
 		hs[i] = h
 	}
-	t.Cleanup(func() { a.Close(); b.Close() })
 	return hs
 }
 
@@ -112,55 +100,6 @@ func transfer(t testing.TB, a, b *host, dst netip.Addr, n int) {
 	defer cancel()
 	if _, err := e2e.TransferTCP(ctx, a.st, b.st, netip.AddrPortFrom(dst, 5001), int64(n), nil); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// sendUDP sends one datagram from st to dst from an ephemeral port.
-func sendUDP(t testing.TB, st *stack.Stack, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	c, err := st.DialUDP(dst)
-	if err != nil {
-		t.Fatalf("dial UDP %v: %v", dst, err)
-	}
-	defer c.Close()
-	if _, err := c.Write(payload); err != nil {
-		t.Fatalf("send UDP to %v: %v", dst, err)
-	}
-}
-
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
-// counts is the part of a stack.Stats delta the tests compare.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
 	}
 }
 
@@ -243,7 +182,7 @@ func TestEcho(t *testing.T) {
 	}
 	// The response can arrive before the sender's SendDatagram returns and
 	// counts it.
-	eventually(t, "the echo response to be counted", func() bool { return hs[0].sock.Stats().EchoResponses == 1 })
+	tunneltest.Eventually(t, "the echo response to be counted", func() bool { return hs[0].sock.Stats().EchoResponses == 1 })
 	if s := hs[0].sock.Stats(); s.EchoRequests != 1 || s.EchoResponses != 1 {
 		t.Errorf("stats %+v", s)
 	}
@@ -261,7 +200,7 @@ func TestControlPlane(t *testing.T) {
 		msg  []byte
 		pass bool
 	}{
-		{"G-PDU for unknown TEID", cat([]byte{0x30, 0xff, 0, 20, 0, 0, 0x12, 0x34}, ipv4From(ue4, gw4)), true},
+		{"G-PDU for unknown TEID", slices.Concat([]byte{0x30, 0xff, 0, 20, 0, 0, 0x12, 0x34}, ipv4From(ue4, gw4)), true},
 		{"Error Indication", []byte{0x32, 26, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0}, true},
 		{"Echo Response", []byte{0x32, 2, 0, 6, 0, 0, 0, 0, 0, 1, 0, 0, 14, 0}, true},
 		{"Supported Extension Headers Notification", []byte{0x32, 31, 0, 4, 0, 0, 0, 0, 0, 1, 0, 0}, true},
@@ -270,7 +209,7 @@ func TestControlPlane(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before := hs[0].sock.Stats()
 			devBefore := hs[0].dev.Counters().Stats()
-			sendUDP(t, hs[1].st, to, tc.msg)
+			tunneltest.SendUDP(t, hs[1].st, to, tc.msg)
 			after := hs[0].sock.Stats()
 			if tc.pass {
 				buf := make([]byte, 200)
@@ -288,7 +227,7 @@ func TestControlPlane(t *testing.T) {
 			} else if after.EndMarkers != before.EndMarkers+1 {
 				t.Errorf("end markers %d -> %d", before.EndMarkers, after.EndMarkers)
 			}
-			checkCounts(t, "device", since(devBefore, hs[0].dev.Counters()), counts{})
+			tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, hs[0].dev.Counters()), tunneltest.Counts{})
 		})
 	}
 }
@@ -314,14 +253,6 @@ func ipv6From(src, dst netip.Addr) []byte {
 	b := []byte{0x60, 0, 0, 0, 0, 0, 59, 64}
 	b = append(b, src.AsSlice()...)
 	return append(b, dst.AsSlice()...)
-}
-
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
 }
 
 // gpduMsg returns a G-PDU for teid with payload as its T-PDU.
@@ -351,7 +282,7 @@ func TestSessions(t *testing.T) {
 	if _, err := hs[0].st.Ping(ctx, ue4, 2, 56); err == nil {
 		t.Error("ping through a removed session succeeded")
 	}
-	if got := since(before, hs[0].dev.Counters()); got.Drops[stack.DropNoRemote] == 0 {
+	if got := tunneltest.Since(before, hs[0].dev.Counters()); got.Drops[stack.DropNoRemote] == 0 {
 		t.Errorf("no DropNoRemote after the session went: %+v", got)
 	}
 	if err := hs[0].dev.AddSession(gtpu.Session{LocalTEID: teidUp, RemoteTEID: teidDown, Peer: hs[1].outer, UE4: ue4}); err != nil {

@@ -2,10 +2,8 @@ package gtpu_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"flag"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
 
@@ -316,14 +315,14 @@ func TestGoldenEncapsPcap(t *testing.T) {
 	if len(frames) != 1 {
 		t.Fatalf("got %d frames to port %d, want 1", len(frames), gtpu.DefaultPort)
 	}
-	if !bytes.Equal(frames[0].udp.Payload, goldenShort) {
-		t.Fatalf("UDP payload differs from goldenShort:\n got % x\nwant % x", frames[0].udp.Payload, goldenShort)
+	if !bytes.Equal(frames[0].UDP.Payload, goldenShort) {
+		t.Fatalf("UDP payload differs from goldenShort:\n got % x\nwant % x", frames[0].UDP.Payload, goldenShort)
 	}
-	g, ok := frames[0].packet.Layer(layers.LayerTypeGTPv1U).(*layers.GTPv1U)
+	g, ok := frames[0].Packet.Layer(layers.LayerTypeGTPv1U).(*layers.GTPv1U)
 	if !ok {
 		t.Fatal("gopacket found no GTPv1U layer")
 	}
-	h, err := gtpu.Parse(frames[0].udp.Payload)
+	h, err := gtpu.Parse(frames[0].UDP.Payload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +348,7 @@ func TestGoldenPcap(t *testing.T) {
 	}
 	path := filepath.Join("testdata", "gtpu.pcap")
 	if *update {
-		if err := os.WriteFile(path, writePcap(frames), 0o644); err != nil {
+		if err := os.WriteFile(path, tunneltest.WritePcap(tunneltest.LinkTypeEthernet, frames...), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -358,14 +357,14 @@ func TestGoldenPcap(t *testing.T) {
 		t.Fatalf("%s has %d GTP-U frames, want %d (run with -update)", path, len(got), len(frames))
 	}
 	for i, c := range got {
-		if !bytes.Equal(c.packet.Data(), frames[i]) {
+		if !bytes.Equal(c.Packet.Data(), frames[i]) {
 			t.Errorf("frame %d differs from the encoder's output (run with -update)", i+1)
 		}
-		g, ok := c.packet.Layer(layers.LayerTypeGTPv1U).(*layers.GTPv1U)
+		g, ok := c.Packet.Layer(layers.LayerTypeGTPv1U).(*layers.GTPv1U)
 		if !ok {
 			t.Fatalf("frame %d: gopacket found no GTPv1U layer", i+1)
 		}
-		h, err := gtpu.Parse(c.udp.Payload)
+		h, err := gtpu.Parse(c.UDP.Payload)
 		if err != nil {
 			t.Fatalf("frame %d: %v", i+1, err)
 		}
@@ -387,75 +386,10 @@ func udpFrame(t *testing.T, payload []byte) []byte {
 	return buf.Bytes()
 }
 
-// capturedUDP is one UDP datagram from a pcap, decoded by gopacket.
-type capturedUDP struct {
-	packet gopacket.Packet
-	udp    *layers.UDP
-}
-
 // gtpFrames returns the datagrams to port 2152 in a LINKTYPE_ETHERNET pcap
 // under testdata/.
-func gtpFrames(t testing.TB, name string) []capturedUDP {
-	t.Helper()
-	file, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames, err := readPcap(file)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	var out []capturedUDP
-	for _, data := range frames {
-		p := gopacket.NewPacket(data, layers.LinkTypeEthernet, gopacket.Default)
-		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok && udp.DstPort == gtpu.DefaultPort {
-			out = append(out, capturedUDP{packet: p, udp: udp})
-		}
-	}
-	return out
-}
-
-// readPcap returns the frames of a little-endian classic pcap file
-// (microsecond timestamps, link type Ethernet), as libpcap and scapy
-// write them. gopacket's pcapgo would pull golang.org/x/net into go.mod.
-func readPcap(file []byte) ([][]byte, error) {
-	if len(file) < 24 || binary.LittleEndian.Uint32(file) != 0xa1b2c3d4 {
-		return nil, fmt.Errorf("not a little-endian microsecond pcap file")
-	}
-	if lt := binary.LittleEndian.Uint32(file[20:]) & 0xffff; lt != 1 {
-		return nil, fmt.Errorf("link type %d, want 1 (Ethernet)", lt)
-	}
-	var frames [][]byte
-	for rest := file[24:]; len(rest) > 0; {
-		if len(rest) < 16 {
-			return nil, fmt.Errorf("frame %d: short record header", len(frames)+1)
-		}
-		n := binary.LittleEndian.Uint32(rest[8:])
-		rest = rest[16:]
-		if uint64(n) > uint64(len(rest)) {
-			return nil, fmt.Errorf("frame %d: %d bytes, %d left", len(frames)+1, n, len(rest))
-		}
-		frames = append(frames, rest[:n:n])
-		rest = rest[n:]
-	}
-	return frames, nil
-}
-
-// writePcap is readPcap's inverse, with zero timestamps.
-func writePcap(frames [][]byte) []byte {
-	b := binary.LittleEndian.AppendUint32(nil, 0xa1b2c3d4)
-	b = binary.LittleEndian.AppendUint16(b, 2)
-	b = binary.LittleEndian.AppendUint16(b, 4)
-	b = append(b, make([]byte, 8)...)              // thiszone, sigfigs
-	b = binary.LittleEndian.AppendUint32(b, 65535) // snaplen
-	b = binary.LittleEndian.AppendUint32(b, 1)     // Ethernet
-	for _, f := range frames {
-		b = append(b, make([]byte, 8)...) // timestamp
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(f)))
-		b = append(b, f...)
-	}
-	return b
+func gtpFrames(t testing.TB, name string) []tunneltest.CapturedUDP {
+	return tunneltest.ReadUDP(t, name, gtpu.DefaultPort)
 }
 
 // TestHeaderNoAllocs guards Parse, the extension walk and Encode.

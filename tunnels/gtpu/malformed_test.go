@@ -7,9 +7,11 @@ package gtpu_test
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
@@ -19,9 +21,13 @@ import (
 // 192.168.42.2 and fd42::2), over both underlay families, and checks which
 // counters move.
 func TestMalformedDatagrams(t *testing.T) {
-	sock := func(r stack.DropReason) counts { return counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}} }
-	devDrop := func(r stack.DropReason) counts { return counts{Drops: map[stack.DropReason]uint64{r: 1}} }
-	ok := counts{Rx: 1}
+	sock := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	devDrop := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	ok := tunneltest.Counts{Rx: 1}
 	mod := func(b []byte, f func(b []byte)) []byte { b = bytes.Clone(b); f(b); return b }
 	up4 := ipv4From(ue4, gw4)
 	up6 := ipv6From(ue6, gw6)
@@ -29,7 +35,7 @@ func TestMalformedDatagrams(t *testing.T) {
 	long := func(next uint8, ext []byte, payload []byte) []byte {
 		b := make([]byte, gtpu.LongHeaderLen)
 		gtpu.Header(b).Encode(&gtpu.Fields{Type: gtpu.GPDU, Length: uint16(4 + len(ext) + len(payload)), TEID: teidUp, NextExt: next})
-		return cat(b, ext, payload)
+		return slices.Concat(b, ext, payload)
 	}
 	for _, outer4 := range []bool{true, false} {
 		t.Run(map[bool]string{true: "outer4", false: "outer6"}[outer4], func(t *testing.T) {
@@ -38,9 +44,9 @@ func TestMalformedDatagrams(t *testing.T) {
 			for _, tc := range []struct {
 				name    string
 				payload []byte
-				sock    counts // socket counter delta
-				dev     counts // device counter delta
-				passed  uint64 // messages handed to the control plane
+				sock    tunneltest.Counts // socket counter delta
+				dev     tunneltest.Counts // device counter delta
+				passed  uint64            // messages handed to the control plane
 			}{
 				// Header errors, counted on the socket.
 				{name: "empty", payload: nil, sock: sock(stack.DropTruncated)},
@@ -73,23 +79,23 @@ func TestMalformedDatagrams(t *testing.T) {
 				{name: "IPv6 from the UE", payload: gpduMsg(teidUp, up6), sock: ok, dev: ok},
 				{name: "PDU Session Container", payload: long(gtpu.ExtPDUSessionContainer, []byte{1, 0x10, 9, 0}, up4), sock: ok, dev: ok},
 				{name: "unknown optional extension", payload: long(0x01, []byte{1, 0xaa, 0xbb, 0}, up4), sock: ok, dev: ok},
-				{name: "S and PN without extension", payload: cat([]byte{0x33, 0xff, 0, byte(4 + len(up4)), 0, 0, 0, byte(teidUp), 0, 9, 3, 0}, up4), sock: ok, dev: ok},
-				{name: "octets after Length", payload: cat(good, []byte{0xee, 0xee, 0xee}), sock: ok, dev: ok},
-				{name: "9000-octet T-PDU", payload: gpduMsg(teidUp, cat(mod(up4, func(b []byte) { b[2], b[3] = 0x23, 0x28 }), make([]byte, 8980))), sock: ok, dev: ok},
+				{name: "S and PN without extension", payload: slices.Concat([]byte{0x33, 0xff, 0, byte(4 + len(up4)), 0, 0, 0, byte(teidUp), 0, 9, 3, 0}, up4), sock: ok, dev: ok},
+				{name: "octets after Length", payload: slices.Concat(good, []byte{0xee, 0xee, 0xee}), sock: ok, dev: ok},
+				{name: "9000-octet T-PDU", payload: gpduMsg(teidUp, slices.Concat(mod(up4, func(b []byte) { b[2], b[3] = 0x23, 0x28 }), make([]byte, 8980))), sock: ok, dev: ok},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					sockBefore, devBefore, gBefore := to.sock.Tunnel().Counters().Stats(), to.dev.Counters().Stats(), to.sock.Stats()
-					sendUDP(t, from.st, netip.AddrPortFrom(to.outer, gtpu.DefaultPort), tc.payload)
-					eventually(t, "the datagram to reach the socket", func() bool {
+					tunneltest.SendUDP(t, from.st, netip.AddrPortFrom(to.outer, gtpu.DefaultPort), tc.payload)
+					tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 						s := to.sock.Tunnel().Counters().Stats()
 						return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()
 					})
 					// Tx is left out: the inner stack answers what it is
 					// delivered (ICMP unreachable), through the tunnel.
-					gotSock, gotDev := since(sockBefore, to.sock.Tunnel().Counters()), since(devBefore, to.dev.Counters())
+					gotSock, gotDev := tunneltest.Since(sockBefore, to.sock.Tunnel().Counters()), tunneltest.Since(devBefore, to.dev.Counters())
 					gotSock.Tx, gotDev.Tx = 0, 0
-					checkCounts(t, "socket", gotSock, tc.sock)
-					checkCounts(t, "device", gotDev, tc.dev)
+					tunneltest.CheckCounts(t, "socket", gotSock, tc.sock)
+					tunneltest.CheckCounts(t, "device", gotDev, tc.dev)
 					if got := to.sock.Stats().PassedToUDP - gBefore.PassedToUDP; got != tc.passed {
 						t.Errorf("passed to the control plane %d, want %d", got, tc.passed)
 					}

@@ -221,15 +221,15 @@ func (s *Socket) takeToken() bool {
 // "packet too big" for a peer lowers the MTU of the devices that send to
 // it.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
 	seen := map[*Device]bool{}
 	for _, ent := range *(*Socket)(e).teids.Load() {
 		if !seen[ent.dev] && ent.sess.Peer.Unmap() == dst {
 			seen[ent.dev] = true
-			ent.dev.UpdatePathMTU(ie.MTU)
+			ent.dev.UpdatePathMTU(mtu)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/gtpu"
 )
@@ -19,18 +20,8 @@ import (
 func sniffHost(t *testing.T, cfg gtpu.Config) (*stack.Stack, *channel.Endpoint, *gtpu.Device) {
 	t.Helper()
 	ep := channel.New(64, 1500, "")
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
+	st, _ := tunneltest.NewStack(t, ep, netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("fd00::1/64"))
 	t.Cleanup(ep.Close)
-	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.99.0.1/24", "fd00::1/64"} {
-		if err := st.AddAddress(nic, netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	sock, err := gtpu.OpenSocket(st, gtpu.SocketConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/l2tp"
 )
@@ -33,15 +34,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 		name := a.dev.Name()
 
 		// The session goes: its NIC and its session ID binding.
-		if err := a.dev.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.dev.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.CloseTwice(t, "Close", a.dev)
+		tunneltest.NoNIC(t, a.st, name, "Device.Close")
 		if d := a.sock.Device(42); d != nil {
 			t.Errorf("session 42 still maps to %s after Device.Close", d.Name())
 		}
@@ -58,15 +52,8 @@ func TestCloseLeavesNothing(t *testing.T) {
 		}
 
 		// The tunnel goes with its sessions, and frees the port.
-		if err := a.sock.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.sock.Close(); err != nil {
-			t.Errorf("second Socket.Close: %v", err)
-		}
-		if _, ok := a.st.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still exists after Socket.Close", d.Name())
-		}
+		tunneltest.CloseTwice(t, "Socket.Close", a.sock)
+		tunneltest.NoNIC(t, a.st, d.Name(), "Socket.Close")
 		if a.sock.Device(42) != nil {
 			t.Error("session 42 still bound after Socket.Close")
 		}
@@ -75,11 +62,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)
 		}
 		again.Close()
-		pc, err := a.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), l2tp.DefaultPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", l2tp.DefaultPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, a.st, l2tp.DefaultPort)
 
 		for _, h := range hs {
 			h.sock.Close()
@@ -105,25 +88,16 @@ func TestCloseLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("outer stack of a session in another stack", func(t *testing.T) {
-		leaks := goleak.IgnoreCurrent()
-		outer, inner := stack.New(stack.Options{}), stack.New(stack.Options{})
-		defer inner.Close()
-		s, err := l2tp.OpenSocket(outer, l2tp.SocketConfig{TunnelID: 1, PeerTunnelID: 2, Remote: netip.MustParseAddrPort("10.99.0.2:1701")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := s.AddDevice(inner, sessionConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := inner.NICByName(d.Name()); !ok {
-			t.Fatalf("no NIC %s in the inner stack", d.Name())
-		}
-		outer.Close() // closes the tunnel; the session cannot outlive it
-		if _, ok := inner.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still in the inner stack after its tunnel's stack closed", d.Name())
-		}
-		inner.Close()
-		goleak.VerifyNone(t, leaks)
+		tunneltest.OuterStackClose(t, func(outer, inner *stack.Stack) string {
+			s, err := l2tp.OpenSocket(outer, l2tp.SocketConfig{TunnelID: 1, PeerTunnelID: 2, Remote: netip.MustParseAddrPort("10.99.0.2:1701")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := s.AddDevice(inner, sessionConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Name()
+		}, nil)
 	})
 }

@@ -1,13 +1,14 @@
 package l2tp
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -22,7 +23,7 @@ func FuzzDecap(f *testing.F) {
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}
-	ep := tunnelEndpoint(f, st)
+	ep := tunneltest.TunnelEndpoint(f, st)
 	mac := tcpip.LinkAddress(d.MAC())
 	peer := tcpip.LinkAddress("\x02\xaa\x00\x00\x00\x01")
 	ipv4 := make([]byte, header.IPv4MinimumSize+8)
@@ -50,15 +51,11 @@ func FuzzDecap(f *testing.F) {
 		return ss.TotalDrops() - ss.Dropped(stack.DropQueueFull) + s.Tunnel().Counters().Stats().Passed + ds.RxPackets + ds.TotalDrops()
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
-		pkt := received(datagram4(payload))
-		defer pkt.DecRef()
-		before := accounted()
-		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted() - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, passed %d, device %v)", len(payload), got, s.Tunnel().Counters().Stats(), s.Tunnel().Counters().Stats().Passed, d.Counters().Stats())
-		}
+		tunneltest.AccountedOnce(t, ep, datagram4(payload), accounted, func() string {
+			return fmt.Sprintf("socket %v, passed %d, device %v", s.Tunnel().Counters().Stats(), s.Tunnel().Counters().Stats().Passed, d.Counters().Stats())
+		})
 	})
 }

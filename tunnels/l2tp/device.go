@@ -54,7 +54,7 @@ type Socket struct {
 	src  netip.Addr // outer source address; zero lets the route choose
 
 	mu       sync.Mutex // serializes changes of sessions
-	sessions atomic.Pointer[map[SessionID]*Device]
+	sessions stack.Registry[SessionID, *Device]
 }
 
 // OpenSocket opens an L2TPv3 tunnel's UDP socket in st (the outer stack).
@@ -72,8 +72,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if a := cfg.Local.Addr(); a.IsValid() && !a.IsUnspecified() {
 		s.src = a.Unmap()
 	}
-	empty := map[SessionID]*Device{}
-	s.sessions.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		Peer:     netip.AddrPortFrom(cfg.Remote.Addr().Unmap(), cfg.Remote.Port()),
@@ -115,12 +113,12 @@ func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 func (s *Socket) Config() SocketConfig { return s.cfg }
 
 // Device returns the session with local Session ID id, or nil.
-func (s *Socket) Device(id SessionID) *Device { return (*s.sessions.Load())[id] }
+func (s *Socket) Device(id SessionID) *Device { return s.sessions.Get(id) }
 
 // Close closes every session of the tunnel, then its socket. It is
 // idempotent.
 func (s *Socket) Close() error {
-	for _, d := range *s.sessions.Load() {
+	for _, d := range s.sessions.All() {
 		d.Close()
 	}
 	return s.sock.Close()
@@ -210,10 +208,6 @@ type Config struct {
 	Headroom int
 }
 
-// maxHeadroom bounds Config.Headroom: the device's MaxHeaderLength must fit
-// gVisor's uint16 with room to spare.
-const maxHeadroom = 4096
-
 // oosCountMax is how many consecutive in-sequence packets behind the
 // expected number resynchronise the receive sequence (the kernel's
 // nr_oos_count_max default).
@@ -273,8 +267,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.sessions.Load()
-	if _, ok := old[cfg.ID]; ok {
+	if s.sessions.Get(cfg.ID) != nil {
 		return nil, fmt.Errorf("session id %d: %w: the tunnel already has it", cfg.ID, stack.ErrExists)
 	}
 	dev, err := stack.NewDevice(inner, stack.DeviceConfig{
@@ -295,17 +288,13 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	}
 	d.Device = dev
 	d.nic.Store(uint32(dev.NIC()))
-	next := make(map[SessionID]*Device, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[cfg.ID] = d
-	s.sessions.Store(&next)
+	s.sessions.Set(cfg.ID, d)
 	return d, nil
 }
 
 func (c *Config) validate(v6 bool) error {
 	cookieOK := func(n int) bool { return n == 0 || n == 4 || n == 8 }
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
 	switch {
 	case c.ID == 0:
 		return fmt.Errorf("session id 0: %w: reserved for control messages (RFC 3931 §4.1.2.1)", stack.ErrInvalid)
@@ -323,10 +312,8 @@ func (c *Config) validate(v6 bool) error {
 		return fmt.Errorf("seq %v: %w: sequence numbers need l2spec type default", c.Seq, stack.ErrInvalid)
 	case len(c.MAC) != 0 && len(c.MAC) != 6:
 		return fmt.Errorf("mac %v: %w: need 6 bytes", c.MAC, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.DF && v6:
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
 	case c.DF && c.GSO:
@@ -379,12 +366,5 @@ func (d *Device) detach() {
 	s := d.sock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.sessions.Load()
-	next := make(map[SessionID]*Device, len(old))
-	for k, v := range old {
-		if v != d {
-			next[k] = v
-		}
-	}
-	s.sessions.Store(&next)
+	s.sessions.DeleteValue(d)
 }

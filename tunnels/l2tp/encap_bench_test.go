@@ -7,15 +7,13 @@ package l2tp
 
 import (
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -31,16 +29,7 @@ func benchConfig() Config {
 // voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
 // and an L2TP tunnel to 10.99.0.2 with one session configured by cfg.
 func voidHost(tb testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
-	st := stack.New(stack.Options{})
-	tb.Cleanup(st.Close)
-	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		tb.Fatal(err)
-	}
+	st := tunneltest.VoidStack(tb)
 	s, err := OpenSocket(st, SocketConfig{TunnelID: 1, PeerTunnelID: 1, Remote: netip.MustParseAddrPort("10.99.0.2:1701"), ZeroChecksum: true})
 	if err != nil {
 		tb.Fatal(err)
@@ -56,20 +45,7 @@ func voidHost(tb testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
 // to the device: headroom reserved from the device's overhead, UDP, IPv4
 // and Ethernet headers pushed.
 func innerFrame(d *Device) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: 8 + d.hdrLen() + stack.DefaultOuterHeadroom + header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize,
-		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
-	})
-	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	udp.Encode(&header.UDPFields{SrcPort: 1000, DstPort: 2000, Length: header.UDPMinimumSize + benchPayload})
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + benchPayload), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 1}), DstAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 2})})
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{SrcAddr: tcpip.LinkAddress(d.MAC()), DstAddr: "\x02\x00\x00\x00\x00\x99", Type: header.IPv4ProtocolNumber})
-	return pkt
+	return tunneltest.InnerFrame(8+d.hdrLen()+stack.DefaultOuterHeadroom+header.EthernetMinimumSize, tcpip.LinkAddress(d.MAC()), benchPayload)
 }
 
 // BenchmarkEncap is the session's transmit path for one 1500-byte inner
@@ -83,21 +59,10 @@ func BenchmarkEncap(b *testing.B) {
 	b.Run("l2tp", func(b *testing.B) {
 		pkt := innerFrame(d)
 		defer pkt.DecRef()
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	b.Run("outer-ip-only", func(b *testing.B) {
-		write, done := outerWrite(b, st, innerFrame(d).Size()+d.hdrLen())
-		defer done()
-		b.ReportAllocs()
-		for b.Loop() {
-			write()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, innerFrame(d).Size()+d.hdrLen()))
 	})
 }
 
@@ -109,17 +74,10 @@ func TestEncapNoAllocs(t *testing.T) {
 	st, s, d := voidHost(t, benchConfig())
 	pkt := innerFrame(d)
 	defer pkt.DecRef()
-	tx := (*transmitter)(d)
-	send := func() {
-		if err := tx.Transmit(pkt); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := tunneltest.Transmit(t, (*transmitter)(d), pkt)
 	send() // the route cache fills once
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
-	baseline := outerWriteAllocs(t, st, pkt.Size()+d.hdrLen())
+	tunneltest.SkipIfRace(t)
+	baseline := testing.AllocsPerRun(1000, tunneltest.OuterWrite(t, st, DefaultPort, pkt.Size()+d.hdrLen()))
 	n := testing.AllocsPerRun(1000, send)
 	t.Logf("allocations per packet: encap and write %v, bare outer write %v", n, baseline)
 	if n > baseline {
@@ -129,43 +87,6 @@ func TestEncapNoAllocs(t *testing.T) {
 		t.Errorf("socket sent %d datagrams, want 1002", got)
 	}
 }
-
-// outerWrite returns a function that writes one UDP datagram of n payload
-// bytes to 10.99.0.2 through a cached route of st, as Xmit ends, and its
-// cleanup.
-func outerWrite(tb testing.TB, st *stack.Stack, n int) (write func(), done func()) {
-	r, terr := st.GVisor().FindRoute(0, tcpip.Address{}, tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), header.IPv4ProtocolNumber, false)
-	if terr != nil {
-		tb.Fatal(terr)
-	}
-	data := buffer.MakeWithData(make([]byte, n))
-	write = func() {
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{ReserveHeaderBytes: int(r.MaxHeaderLength()) + 8, Payload: data.Clone()})
-		header.UDP(pkt.TransportHeader().Push(8)).Encode(&header.UDPFields{SrcPort: DefaultPort, DstPort: DefaultPort, Length: uint16(8 + data.Size())})
-		pkt.TransportProtocolNumber = header.UDPProtocolNumber
-		if err := r.WritePacket(gstack.NetworkHeaderParams{Protocol: header.UDPProtocolNumber, TTL: 64}, pkt); err != nil {
-			tb.Fatal(err)
-		}
-		pkt.DecRef()
-	}
-	return write, func() { data.Release(); r.Release() }
-}
-
-// outerWriteAllocs measures the allocations of outerWrite.
-func outerWriteAllocs(t *testing.T, st *stack.Stack, n int) float64 {
-	write, done := outerWrite(t, st, n)
-	defer done()
-	return testing.AllocsPerRun(1000, write)
-}
-
-// countingDispatcher stands in for the inner stack: it counts what the
-// device delivers.
-type countingDispatcher struct{ n atomic.Uint64 }
-
-func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
-	c.n.Add(1)
-}
-func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
 
 // dataMessage returns an L2TPv3 data message for session id with cookie
 // and, if seq >= 0, a sublayer with that sequence number, carrying an
@@ -184,40 +105,15 @@ func dataMessage(id SessionID, cookie []byte, seq int, src, dst tcpip.LinkAddres
 // datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:1701 to
 // 10.99.0.1:1701 (no UDP checksum, as IPv4 allows).
 func datagram4(payload []byte) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: DefaultPort, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(payload))})
-	return append(b, payload...)
-}
-
-// received returns wire as the UDP demux hands it to a transport endpoint:
-// a fresh buffer with the IPv4 and UDP headers parsed.
-func received(wire []byte) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-	pkt.NetworkHeader().Consume(header.IPv4MinimumSize)
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	pkt.TransportHeader().Consume(header.UDPMinimumSize)
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	return pkt
-}
-
-// tunnelEndpoint returns the transport endpoint of st's only tunnel socket.
-func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
-	eps := st.GVisor().RegisteredEndpoints()
-	if len(eps) == 0 {
-		tb.Fatal("no tunnel socket registered")
-	}
-	return eps[0]
+	return tunneltest.Datagram4(DefaultPort, DefaultPort, payload)
 }
 
 // decapHost returns a void host with the bench session whose device
 // delivers into a counting dispatcher, and the socket's endpoint.
-func decapHost(tb testing.TB, cfg Config) (*Socket, *Device, *countingDispatcher, gstack.TransportEndpoint) {
+func decapHost(tb testing.TB, cfg Config) (*Socket, *Device, *tunneltest.CountingDispatcher, gstack.TransportEndpoint) {
 	st, s, d := voidHost(tb, cfg)
-	var cd countingDispatcher
-	st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
-	return s, d, &cd, tunnelEndpoint(tb, st)
+	cd := tunneltest.Count(st, d.Name())
+	return s, d, cd, tunneltest.TunnelEndpoint(tb, st)
 }
 
 // BenchmarkDecap is the receive path for one datagram carrying a
@@ -234,11 +130,11 @@ func BenchmarkDecap(b *testing.B) {
 	for b.Loop() {
 		seq.Encode(true, ns)
 		ns++
-		pkt := received(wire)
+		pkt := tunneltest.Received(wire)
 		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
 		pkt.DecRef()
 	}
-	if cd.n.Load() == 0 {
+	if cd.Delivered() == 0 {
 		b.Fatal("nothing was delivered")
 	}
 }
@@ -253,18 +149,16 @@ func TestDecapNoAllocs(t *testing.T) {
 	receive := func() {
 		seq.Encode(true, ns)
 		ns++
-		pkt := received(wire)
+		pkt := tunneltest.Received(wire)
 		ep.HandlePacket(gstack.TransportEndpointID{}, pkt)
 		pkt.DecRef()
 	}
 	receive()
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	if n := testing.AllocsPerRun(1000, receive); n != 0 {
 		t.Errorf("decapsulation allocates %v times per packet, want 0", n)
 	}
-	if got := cd.n.Load(); got != 1002 {
+	if got := cd.Delivered(); got != 1002 {
 		t.Errorf("delivered %d frames, want 1002 (device %v)", got, d.Counters().Stats())
 	}
 }

@@ -2,7 +2,6 @@ package l2tp_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/l2tp"
 )
 
@@ -240,7 +240,7 @@ func TestEncodeGopacketDecode(t *testing.T) {
 	checkInnerFrame(t, h.Payload(4, l2tp.L2SpecDefault))
 
 	file := filepath.Join("testdata", "l2tp.pcap")
-	pcap := pcapFile(frame)
+	pcap := tunneltest.WritePcap(tunneltest.LinkTypeEthernet, frame)
 	if *update {
 		if err := os.WriteFile(file, pcap, 0o644); err != nil {
 			t.Fatal(err)
@@ -253,25 +253,6 @@ func TestEncodeGopacketDecode(t *testing.T) {
 	if !bytes.Equal(committed, pcap) {
 		t.Errorf("%s differs from the encoder's frame (run with -update if the change is intended)", file)
 	}
-}
-
-// pcapFile returns a classic pcap file (LINKTYPE_ETHERNET, timestamps 0)
-// holding frame.
-func pcapFile(frames ...[]byte) []byte {
-	b := make([]byte, 24)
-	binary.LittleEndian.PutUint32(b[0:], 0xa1b2c3d4)
-	binary.LittleEndian.PutUint16(b[4:], 2)
-	binary.LittleEndian.PutUint16(b[6:], 4)
-	binary.LittleEndian.PutUint32(b[16:], 65535)
-	binary.LittleEndian.PutUint32(b[20:], 1) // LINKTYPE_ETHERNET
-	for i, f := range frames {
-		rec := make([]byte, 16)
-		binary.LittleEndian.PutUint32(rec[0:], uint32(i))
-		binary.LittleEndian.PutUint32(rec[8:], uint32(len(f)))
-		binary.LittleEndian.PutUint32(rec[12:], uint32(len(f)))
-		b = append(append(b, rec...), f...)
-	}
-	return b
 }
 
 func TestHeaderNoAllocs(t *testing.T) {

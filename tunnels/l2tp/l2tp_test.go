@@ -10,6 +10,7 @@ import (
 
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/l2tp"
 )
@@ -38,28 +39,15 @@ func sessionConfig() l2tp.Config {
 // modified by mod (nil = unchanged). Everything closes with the test.
 func pair(t *testing.T, v6 bool, opts memlink.Options, mod func(i int, c *l2tp.Config)) [2]*host {
 	t.Helper()
-	wa, wb, err := memlink.NewPair(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outer := [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+	outer := tunneltest.Outer4
 	if v6 {
 		outer = [2]netip.Prefix{netip.MustParsePrefix("fd00:99::1/64"), netip.MustParsePrefix("fd00:99::2/64")}
 	}
 	var hs [2]*host
-	for i, w := range []*memlink.Endpoint{wa, wb} {
-		h := &host{st: stack.New(stack.Options{}), wire: w, outer: outer[i].Addr(), inner: [2]netip.Prefix{
+	for i, u := range tunneltest.Pair(t, opts, outer) {
+		hs[i] = &host{st: u.St, wire: u.Wire, outer: u.Outer, inner: [2]netip.Prefix{
 			netip.MustParsePrefix([]string{"192.168.42.1/24", "192.168.42.2/24"}[i]),
 			netip.MustParsePrefix([]string{"fd00:42::1/64", "fd00:42::2/64"}[i])}}
-		t.Cleanup(func() { w.Close(); h.st.Close() })
-		nic, err := h.st.AddNIC(w, stack.NICOptions{Name: "underlay"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.st.AddAddress(nic, outer[i]); err != nil {
-			t.Fatal(err)
-		}
-		hs[i] = h
 	}
 	for i, h := range hs {
 		var err error

@@ -15,39 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/l2tp"
 )
-
-// counts is the change of one counter set a datagram caused.
-type counts struct {
-	Rx    uint64
-	Drops map[stack.DropReason]uint64
-}
-
-func since(before stack.Stats, c *stack.Counters) counts {
-	after := c.Stats()
-	d := counts{Rx: after.RxPackets - before.RxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := after.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
 
 // message returns an L2TPv3 data header with the given first word and
 // session, then rest.
@@ -85,7 +56,7 @@ type sender struct {
 }
 
 type outcome struct {
-	Sock, Dev counts
+	Sock, Dev tunneltest.Counts
 	Passed    bool
 }
 
@@ -97,11 +68,11 @@ func (s sender) send(payload []byte) outcome {
 	if err := s.from.sock.Tunnel().SendDatagram(payload, netip.AddrPortFrom(s.to.outer, l2tp.DefaultPort)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the datagram to reach the socket", func() bool {
+	tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 		st := sock.Stats()
 		return st.RxPackets+st.TotalDrops() > sb.RxPackets+sb.TotalDrops()
 	})
-	o := outcome{Sock: since(sb, sock), Dev: since(db, dev), Passed: s.to.sock.Tunnel().Counters().Stats().Passed != pb}
+	o := outcome{Sock: tunneltest.Since(sb, sock).RxOnly(), Dev: tunneltest.Since(db, dev).RxOnly(), Passed: s.to.sock.Tunnel().Counters().Stats().Passed != pb}
 	if o.Passed {
 		// The control plane reads exactly the datagram, from the peer.
 		pc := s.to.sock.Tunnel().PacketConn()
@@ -126,13 +97,13 @@ func (s sender) send(payload []byte) outcome {
 // families and checks which counter each one moves.
 func TestMalformedDatagrams(t *testing.T) {
 	sockDrop := func(r stack.DropReason) outcome {
-		return outcome{Sock: counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
+		return outcome{Sock: tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}}
 	}
 	devDrop := func(r stack.DropReason) outcome {
-		return outcome{Sock: counts{Rx: 1}, Dev: counts{Drops: map[stack.DropReason]uint64{r: 1}}}
+		return outcome{Sock: tunneltest.Counts{Rx: 1}, Dev: tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}}
 	}
-	passed := outcome{Sock: counts{Rx: 1}, Passed: true}
-	delivered := outcome{Sock: counts{Rx: 1}, Dev: counts{Rx: 1}}
+	passed := outcome{Sock: tunneltest.Counts{Rx: 1}, Passed: true}
+	delivered := outcome{Sock: tunneltest.Counts{Rx: 1}, Dev: tunneltest.Counts{Rx: 1}}
 	const v3 = 0x00030000
 	for _, v6 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "outer4", true: "outer6"}[v6], func(t *testing.T) {

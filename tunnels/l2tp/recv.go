@@ -49,7 +49,7 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, _, _ netip.AddrPort) stack.Verd
 		// (RFC 3931 §4.1.2.1).
 		return s.pass()
 	}
-	d := (*s.sessions.Load())[id]
+	d := s.sessions.Get(id)
 	if d == nil {
 		// l2tp_udp_recv_core: "Not found? Pass to userspace to deal with".
 		return s.pass()
@@ -143,11 +143,12 @@ func (d *Device) acceptSeq(ns uint32) bool {
 // "packet too big" for the remote lowers the MTU of every session.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
 	s := (*Socket)(e)
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 || ie.Dst.Addr().Unmap() != s.cfg.Remote.Addr().Unmap() {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok || dst != s.cfg.Remote.Addr().Unmap() {
 		return
 	}
-	for _, d := range *s.sessions.Load() {
-		d.UpdatePathMTU(ie.MTU)
+	for _, d := range s.sessions.All() {
+		d.UpdatePathMTU(mtu)
 	}
 }
 
@@ -159,7 +160,7 @@ func (e *encap) LookupError(quoted []byte) bool {
 	if err != nil {
 		return false
 	}
-	for _, d := range *(*Socket)(e).sessions.Load() {
+	for _, d := range (*Socket)(e).sessions.All() {
 		if d.cfg.PeerID == h.SessionID() {
 			return true
 		}
@@ -171,7 +172,7 @@ func (e *encap) LookupError(quoted []byte) bool {
 // by Socket.Close or with its stack, so its sessions go too, also those
 // whose devices live in another (inner) stack.
 func (e *encap) CloseEncap() {
-	for _, d := range *(*Socket)(e).sessions.Load() {
+	for _, d := range (*Socket)(e).sessions.All() {
 		d.Close()
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -39,18 +40,11 @@ func TestCloseLeavesNothing(t *testing.T) {
 		name, vni := a.dev.Name(), a.dev.VNI()
 
 		// The device goes: its NIC, its VNI binding and its timer.
-		if err := a.dev.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.dev.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
+		tunneltest.CloseTwice(t, "Close", a.dev)
 		if vxlan.AgeingTimerArmed(a.dev) {
 			t.Error("ageing timer still armed after Device.Close")
 		}
-		if _, ok := a.st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Device.Close", name)
-		}
+		tunneltest.NoNIC(t, a.st, name, "Device.Close")
 		if d := a.sock.Device(vni); d != nil {
 			t.Errorf("VNI %d still maps to %s after Device.Close", vni, d.Name())
 		}
@@ -67,19 +61,13 @@ func TestCloseLeavesNothing(t *testing.T) {
 		if vxlan.AgeingTimerArmed(d) {
 			t.Error("ageing timer of the socket's device still armed after Socket.Close")
 		}
-		if _, ok := a.st.NICByName(name); ok {
-			t.Errorf("NIC %s still exists after Socket.Close", name)
-		}
+		tunneltest.NoNIC(t, a.st, name, "Socket.Close")
 		again, err := vxlan.OpenSocket(a.st, vxlan.SocketConfig{})
 		if err != nil {
 			t.Fatalf("OpenSocket on the closed socket's port: %v", err)
 		}
 		again.Close()
-		pc, err := a.st.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), vxlan.DefaultPort))
-		if err != nil {
-			t.Fatalf("plain UDP bind of port %d after Close: %v", vxlan.DefaultPort, err)
-		}
-		pc.Close()
+		tunneltest.PortFree(t, a.st, vxlan.DefaultPort)
 
 		for _, h := range hs {
 			h.sock.Close()
@@ -111,25 +99,22 @@ func TestCloseLeavesNothing(t *testing.T) {
 	})
 
 	t.Run("outer stack of a device in another stack", func(t *testing.T) {
-		leaks := goleak.IgnoreCurrent()
-		outer, inner := bareHost(t), stack.New(stack.Options{})
-		t.Cleanup(inner.Close)
-		d, err := outer.sock.AddDevice(inner, vxlan.Config{VNI: 42, Learning: true, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.1")}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := inner.NICByName(d.Name()); !ok {
-			t.Fatalf("no NIC %s in the inner stack", d.Name())
-		}
-		outer.st.Close() // closes the socket; the device cannot outlive it
-		if vxlan.AgeingTimerArmed(d) {
-			t.Error("ageing timer still armed after the socket's stack closed")
-		}
-		if _, ok := inner.NICByName(d.Name()); ok {
-			t.Errorf("NIC %s still in the inner stack after its socket's stack closed", d.Name())
-		}
-		inner.Close()
-		goleak.VerifyNone(t, leaks)
+		var d *vxlan.Device
+		tunneltest.OuterStackClose(t, func(outer, inner *stack.Stack) string {
+			s, err := vxlan.OpenSocket(outer, vxlan.SocketConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err = s.AddDevice(inner, vxlan.Config{VNI: 42, Learning: true, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.1")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Name()
+		}, func() {
+			if vxlan.AgeingTimerArmed(d) {
+				t.Error("ageing timer still armed after the socket's stack closed")
+			}
+		})
 	})
 
 	t.Run("hub", func(t *testing.T) {

@@ -1,12 +1,13 @@
 package vxlan
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // FuzzDecap feeds arbitrary UDP payloads to a VXLAN socket with a device
@@ -19,7 +20,7 @@ func FuzzDecap(f *testing.F) {
 	if err := st.AddAddress(d.NIC(), netip.MustParsePrefix("192.168.42.1/24")); err != nil {
 		f.Fatal(err)
 	}
-	sockEP := tunnelEndpoint(f, st)
+	sockEP := tunneltest.TunnelEndpoint(f, st)
 	mac := d.MAC()
 
 	frame := func(vni VNI, flags uint8, dst []byte, etherType uint16, rest []byte) []byte {
@@ -54,15 +55,11 @@ func FuzzDecap(f *testing.F) {
 		return ss.TotalDrops() + ds.RxPackets + ds.TotalDrops()
 	}
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		if len(payload) > 9000 {
+		if len(payload) > tunneltest.MaxFuzzPayload {
 			return
 		}
-		pkt := received(datagram4(payload), header.IPv4ProtocolNumber, header.IPv4MinimumSize)
-		defer pkt.DecRef()
-		before := accounted()
-		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		if got := accounted() - before; got != 1 {
-			t.Fatalf("datagram of %d bytes accounted %d times (socket %v, device %v)", len(payload), got, s.Tunnel().Counters().Stats(), d.Counters().Stats())
-		}
+		tunneltest.AccountedOnce(t, sockEP, datagram4(payload), accounted, func() string {
+			return fmt.Sprintf("socket %v, device %v", s.Tunnel().Counters().Stats(), d.Counters().Stats())
+		})
 	})
 }

@@ -33,7 +33,7 @@ type Socket struct {
 	sock *stack.Socket
 
 	mu   sync.Mutex // serializes changes of devs
-	devs atomic.Pointer[map[VNI]*Device]
+	devs stack.Registry[VNI, *Device]
 }
 
 // OpenSocket opens a VXLAN socket in st (the outer stack).
@@ -42,8 +42,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 		cfg.Local = netip.AddrPortFrom(cfg.Local.Addr(), DefaultPort)
 	}
 	s := &Socket{}
-	empty := map[VNI]*Device{}
-	s.devs.Store(&empty)
 	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
@@ -61,11 +59,11 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 func (s *Socket) Tunnel() *stack.Socket { return s.sock }
 
 // Device returns the device of vni, or nil.
-func (s *Socket) Device(vni VNI) *Device { return (*s.devs.Load())[vni] }
+func (s *Socket) Device(vni VNI) *Device { return s.devs.Get(vni) }
 
 // Close closes every device of the socket, then the socket.
 func (s *Socket) Close() error {
-	for _, d := range *s.devs.Load() {
+	for _, d := range s.devs.All() {
 		d.Close()
 	}
 	return s.sock.Close()
@@ -155,10 +153,6 @@ type Device struct {
 	closed  bool
 }
 
-// maxHeadroom bounds Config.Headroom: the device's MaxHeaderLength must fit
-// gVisor's uint16 with room to spare.
-const maxHeadroom = 4096
-
 // ageInterval is how often learned entries are scanned for expiry, the
 // kernel's FDB_AGE_INTERVAL.
 const ageInterval = 10 * time.Second
@@ -196,8 +190,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	if _, ok := old[cfg.VNI]; ok {
+	if s.devs.Get(cfg.VNI) != nil {
 		return nil, fmt.Errorf("vni %d: %w: the socket already has a device for it", cfg.VNI, stack.ErrExists)
 	}
 	d := &Device{sock: s, cfg: cfg, v6: v6, fdb: NewFDB(FDBConfig{MaxEntries: cfg.MaxEntries, AgeingTime: max(cfg.AgeingTime, 0)})}
@@ -225,12 +218,7 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	d.Device = dev
 	copy(d.mac[:], dev.MAC())
 	d.nic.Store(uint32(dev.NIC()))
-	next := make(map[VNI]*Device, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[cfg.VNI] = d
-	s.devs.Store(&next)
+	s.devs.Set(cfg.VNI, d)
 	if cfg.Learning && cfg.AgeingTime > 0 {
 		d.fdb.Tick(time.Now())
 		d.closeMu.Lock()
@@ -245,21 +233,19 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 }
 
 func (c *Config) validate() error {
+	limits := stack.CheckDeviceLimits(c.Headroom, c.UnderlayMTU)
+	ports := stack.CheckSrcPortRange(c.SrcPortMin, c.SrcPortMax)
 	switch {
 	case !c.VNI.Valid():
 		return fmt.Errorf("vni %d: %w: above %d", c.VNI, stack.ErrInvalid, MaxVNI)
 	case c.Local.IsValid() && (c.Local.IsUnspecified() || c.Local.IsMulticast()):
 		return fmt.Errorf("local %v: %w: need a unicast address", c.Local, stack.ErrInvalid)
-	case c.SrcPortMin > c.SrcPortMax || (c.SrcPortMin == c.SrcPortMax && c.SrcPortMin != 0):
-		return fmt.Errorf("srcport %d-%d: %w: need MIN < MAX", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
+	case ports != nil:
+		return ports
 	case c.MaxEntries < 0:
 		return fmt.Errorf("max entries %d: %w", c.MaxEntries, stack.ErrInvalid)
-	case c.SrcPortMax != 0 && c.SrcPortMin == 0:
-		return fmt.Errorf("srcport %d-%d: %w: port 0 cannot be sent", c.SrcPortMin, c.SrcPortMax, stack.ErrInvalid)
-	case c.Headroom < 0 || c.Headroom > maxHeadroom:
-		return fmt.Errorf("headroom %d: %w: outside 0..%d", c.Headroom, stack.ErrInvalid, maxHeadroom)
-	case c.UnderlayMTU != 0 && (c.UnderlayMTU < 68 || c.UnderlayMTU > 65535):
-		return fmt.Errorf("underlay MTU %d: %w: outside 68..65535", c.UnderlayMTU, stack.ErrInvalid)
+	case limits != nil:
+		return limits
 	case c.DF && c.Local.Is6() && !c.Local.Is4In6():
 		return fmt.Errorf("df: %w: IPv6 has no don't-fragment bit", stack.ErrInvalid)
 	case c.FlowLabel > 0xfffff:
@@ -325,14 +311,7 @@ func (d *Device) detach() {
 	s := d.sock
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.devs.Load()
-	next := make(map[VNI]*Device, len(old))
-	for k, v := range old {
-		if v != d {
-			next[k] = v
-		}
-	}
-	s.devs.Store(&next)
+	s.devs.DeleteValue(d)
 }
 
 // errNoFDB wraps stack.ErrNoRemote for frames the FDB has no remote for.

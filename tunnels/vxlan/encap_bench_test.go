@@ -8,15 +8,13 @@ package vxlan
 
 import (
 	"net/netip"
-	"sync/atomic"
 	"testing"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -32,16 +30,7 @@ func benchSetup(b testing.TB) (*stack.Stack, *Socket, *Device) {
 // voidHost is a stack with an underlay that leads nowhere (10.99.0.1/24)
 // and a VXLAN socket with one device configured by cfg.
 func voidHost(b testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
-	st := stack.New(stack.Options{})
-	b.Cleanup(st.Close)
-	void, _ := pipe.New("\x02\x00\x00\x00\x00\x01", "\x02\x00\x00\x00\x00\x02", 65000)
-	nic, err := st.AddNIC(void, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := st.AddAddress(nic, netip.MustParsePrefix("10.99.0.1/24")); err != nil {
-		b.Fatal(err)
-	}
+	st := tunneltest.VoidStack(b)
 	s, err := OpenSocket(st, SocketConfig{})
 	if err != nil {
 		b.Fatal(err)
@@ -57,20 +46,7 @@ func voidHost(b testing.TB, cfg Config) (*stack.Stack, *Socket, *Device) {
 // to the device: headroom reserved from the device's MaxHeaderLength, UDP,
 // IPv4 and Ethernet headers pushed.
 func innerFrame(d *Device) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
-		ReserveHeaderBytes: 8 + HeaderLen + stack.DefaultOuterHeadroom + header.EthernetMinimumSize + header.IPv4MinimumSize + header.UDPMinimumSize,
-		Payload:            buffer.MakeWithData(make([]byte, benchPayload)),
-	})
-	udp := header.UDP(pkt.TransportHeader().Push(header.UDPMinimumSize))
-	udp.Encode(&header.UDPFields{SrcPort: 1000, DstPort: 2000, Length: header.UDPMinimumSize + benchPayload})
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	ip := header.IPv4(pkt.NetworkHeader().Push(header.IPv4MinimumSize))
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(header.IPv4MinimumSize + header.UDPMinimumSize + benchPayload), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 1}), DstAddr: tcpip.AddrFrom4([4]byte{192, 168, 42, 2})})
-	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
-	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
-	eth.Encode(&header.EthernetFields{SrcAddr: tcpip.LinkAddress(d.MAC()), DstAddr: "\x02\x00\x00\x00\x00\x99", Type: header.IPv4ProtocolNumber})
-	return pkt
+	return tunneltest.InnerFrame(8+HeaderLen+stack.DefaultOuterHeadroom+header.EthernetMinimumSize, tcpip.LinkAddress(d.MAC()), benchPayload)
 }
 
 // BenchmarkEncap is the device's transmit path for one 1500-byte inner
@@ -83,44 +59,13 @@ func BenchmarkEncap(b *testing.B) {
 	b.Run("vxlan", func(b *testing.B) {
 		pkt := innerFrame(d)
 		defer pkt.DecRef()
-		tx := (*transmitter)(d)
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := tx.Transmit(pkt); err != nil {
-				b.Fatal(err)
-			}
-		}
+		tunneltest.Loop(b, tunneltest.Transmit(b, (*transmitter)(d), pkt))
 	})
 	b.Run("outer-ip-only", func(b *testing.B) {
-		r, terr := st.GVisor().FindRoute(0, tcpip.Address{}, tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), header.IPv4ProtocolNumber, false)
-		if terr != nil {
-			b.Fatal(terr)
-		}
-		defer r.Release()
-		data := buffer.MakeWithData(make([]byte, benchPayload+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen))
-		defer data.Release()
-		b.ReportAllocs()
-		for b.Loop() {
-			pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{ReserveHeaderBytes: int(r.MaxHeaderLength()) + 8, Payload: data.Clone()})
-			header.UDP(pkt.TransportHeader().Push(8)).Encode(&header.UDPFields{SrcPort: 1, DstPort: 4789, Length: uint16(8 + data.Size())})
-			pkt.TransportProtocolNumber = header.UDPProtocolNumber
-			if err := r.WritePacket(gstack.NetworkHeaderParams{Protocol: header.UDPProtocolNumber, TTL: 64}, pkt); err != nil {
-				b.Fatal(err)
-			}
-			pkt.DecRef()
-		}
+		tunneltest.Loop(b, tunneltest.OuterWrite(b, st, DefaultPort, benchPayload+header.EthernetMinimumSize+header.IPv4MinimumSize+header.UDPMinimumSize+HeaderLen))
 	})
 	_ = s
 }
-
-// countingDispatcher stands in for the inner stack: it counts what the
-// device delivers.
-type countingDispatcher struct{ n atomic.Uint64 }
-
-func (c *countingDispatcher) DeliverNetworkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {
-	c.n.Add(1)
-}
-func (c *countingDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *gstack.PacketBuffer) {}
 
 // vxlanFrame returns a VXLAN header for vni and an inner Ethernet header
 // from src to dst carrying IPv4, followed by n zero bytes.
@@ -134,38 +79,7 @@ func vxlanFrame(vni VNI, src, dst tcpip.LinkAddress, n int) []byte {
 // datagram4 wraps payload in IPv4 and UDP from 10.99.0.2:40000 to
 // 10.99.0.1:4789 (no UDP checksum, as IPv4 allows).
 func datagram4(payload []byte) []byte {
-	b := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize, header.IPv4MinimumSize+header.UDPMinimumSize+len(payload))
-	header.IPv4(b).Encode(&header.IPv4Fields{TotalLength: uint16(cap(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 2}), DstAddr: tcpip.AddrFrom4([4]byte{10, 99, 0, 1})})
-	header.UDP(b[header.IPv4MinimumSize:]).Encode(&header.UDPFields{SrcPort: 40000, DstPort: DefaultPort, Length: uint16(header.UDPMinimumSize + len(payload))})
-	return append(b, payload...)
-}
-
-// received returns wire as the UDP demux hands it to a transport endpoint:
-// a fresh, singly owned buffer (as a NIC's receive gives) with the network
-// header (ipLen bytes of proto) and the UDP header parsed.
-func received(wire []byte, proto tcpip.NetworkProtocolNumber, ipLen int) *stack.PacketBuffer {
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(buffer.NewViewWithData(wire))})
-	pkt.NetworkHeader().Consume(ipLen)
-	pkt.NetworkProtocolNumber = proto
-	pkt.TransportHeader().Consume(header.UDPMinimumSize)
-	pkt.TransportProtocolNumber = header.UDPProtocolNumber
-	return pkt
-}
-
-// tunnelEndpoint returns the transport endpoint of st's only tunnel socket
-// (registered once per network protocol).
-func tunnelEndpoint(tb testing.TB, st *stack.Stack) gstack.TransportEndpoint {
-	eps := st.GVisor().RegisteredEndpoints()
-	if len(eps) == 0 {
-		tb.Fatal("no tunnel socket registered")
-	}
-	for _, e := range eps {
-		if e != eps[0] {
-			tb.Fatalf("registered endpoints %v, want the tunnel socket alone", eps)
-		}
-	}
-	return eps[0]
+	return tunneltest.Datagram4(40000, DefaultPort, payload)
 }
 
 // BenchmarkDecap is the receive path for one datagram carrying a
@@ -179,20 +93,19 @@ func BenchmarkDecap(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			st, _, d := benchSetup(b)
 			d.cfg.Learning = mode == "learning"
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 
 			wire := datagram4(vxlanFrame(42, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), header.IPv4MinimumSize+header.UDPMinimumSize+benchPayload))
-			sockEP := tunnelEndpoint(b, st)
+			sockEP := tunneltest.TunnelEndpoint(b, st)
 			b.ReportAllocs()
 			for b.Loop() {
-				pkt := received(wire, header.IPv4ProtocolNumber, header.IPv4MinimumSize)
+				pkt := tunneltest.Received(wire)
 				if mode != "packet-only" {
 					sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
 				}
 				pkt.DecRef()
 			}
-			if mode != "packet-only" && cd.n.Load() == 0 {
+			if mode != "packet-only" && cd.Delivered() == 0 {
 				b.Fatal("nothing was delivered")
 			}
 		})
@@ -204,23 +117,16 @@ func BenchmarkDecap(b *testing.B) {
 // comes from gVisor's pools).
 func TestDecapNoAllocs(t *testing.T) {
 	st, _, d := voidHost(t, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: true})
-	var cd countingDispatcher
-	st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+	cd := tunneltest.Count(st, d.Name())
 	wire := datagram4(vxlanFrame(42, "\x02\x00\x00\x00\x00\x99", tcpip.LinkAddress(d.MAC()), 100))
-	sockEP := tunnelEndpoint(t, st)
-	receive := func() {
-		pkt := received(wire, header.IPv4ProtocolNumber, header.IPv4MinimumSize)
-		sockEP.HandlePacket(gstack.TransportEndpointID{}, pkt)
-		pkt.DecRef()
-	}
+	sockEP := tunneltest.TunnelEndpoint(t, st)
+	receive := tunneltest.Receive(sockEP, wire)
 	receive() // learn the source first: a new FDB entry allocates, once
-	if raceEnabled {
-		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops items)")
-	}
+	tunneltest.SkipIfRace(t)
 	if n := testing.AllocsPerRun(1000, receive); n != 0 {
 		t.Errorf("decapsulation allocates %v times per packet, want 0", n)
 	}
-	if got := cd.n.Load(); got != 1002 { // AllocsPerRun runs once more to warm up
+	if got := cd.Delivered(); got != 1002 { // AllocsPerRun runs once more to warm up
 		t.Errorf("delivered %d frames, want 1002", got)
 	}
 }

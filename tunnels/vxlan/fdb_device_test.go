@@ -24,6 +24,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -92,16 +93,6 @@ func vxlanFrame(vni vxlan.VNI, dst, src vxlan.MAC, etherType uint16, payload []b
 // cross the device and are then ignored by the inner stack.
 const etherExperimental = 0x88b5
 
-// eventually polls cond until it holds or 5 s have passed.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // TestFloodHeadEndReplication: host A's device has two remotes, B and C, on
 // a hub. A broadcast reaches both (one copy each); once A has learned B's
 // MAC, unicast to B goes to B alone.
@@ -121,10 +112,10 @@ func TestFloodHeadEndReplication(t *testing.T) {
 	sendBroadcast(t, a.st, netip.MustParseAddrPort("192.168.42.255:7000"), msg)
 	recvUDP(t, pcB, msg)
 	recvUDP(t, pcC, msg)
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Tx: 1})
-	checkCounts(t, "A socket", since(sockA, a.sock.Tunnel().Counters()), counts{Tx: 2})
-	checkCounts(t, "B device", since(devB, b.dev.Counters()), counts{Rx: 1})
-	checkCounts(t, "C device", since(devC, c.dev.Counters()), counts{Rx: 1})
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Tx: 1})
+	tunneltest.CheckCounts(t, "A socket", tunneltest.Since(sockA, a.sock.Tunnel().Counters()), tunneltest.Counts{Tx: 2})
+	tunneltest.CheckCounts(t, "B device", tunneltest.Since(devB, b.dev.Counters()), tunneltest.Counts{Rx: 1})
+	tunneltest.CheckCounts(t, "C device", tunneltest.Since(devC, c.dev.Counters()), tunneltest.Counts{Rx: 1})
 	checkEntries(t, "A before learning", a.dev, []vxlan.Entry{defaultEntry(b.outer, c.outer)})
 
 	// A ping: A's ARP request is flooded (C sees it too), B's reply teaches
@@ -136,9 +127,9 @@ func TestFloodHeadEndReplication(t *testing.T) {
 	settleCounters(t, a.sock.Tunnel().Counters(), b.dev.Counters(), c.dev.Counters())
 	// A sends ARP to B and C and the echo, and receives the ARP reply and
 	// the echo reply; B gets and answers both; C gets the ARP request only.
-	checkCounts(t, "A socket during ping", since(sockA, a.sock.Tunnel().Counters()), counts{Rx: 2, Tx: 3})
-	checkCounts(t, "B device during ping", since(devB, b.dev.Counters()), counts{Rx: 2, Tx: 2})
-	checkCounts(t, "C device during ping", since(devC, c.dev.Counters()), counts{Rx: 1})
+	tunneltest.CheckCounts(t, "A socket during ping", tunneltest.Since(sockA, a.sock.Tunnel().Counters()), tunneltest.Counts{Rx: 2, Tx: 3})
+	tunneltest.CheckCounts(t, "B device during ping", tunneltest.Since(devB, b.dev.Counters()), tunneltest.Counts{Rx: 2, Tx: 2})
+	tunneltest.CheckCounts(t, "C device during ping", tunneltest.Since(devC, c.dev.Counters()), tunneltest.Counts{Rx: 1})
 	checkEntries(t, "A after ping", a.dev, []vxlan.Entry{
 		defaultEntry(b.outer, c.outer),
 		{MAC: macOf(b.dev), Remotes: []vxlan.Remote{{Addr: b.outer}}},
@@ -150,13 +141,13 @@ func TestFloodHeadEndReplication(t *testing.T) {
 	const n = 5
 	for i := range n {
 		m := []byte{'u', 'n', 'i', byte('0' + i)}
-		sendUDP(t, a.st, netip.AddrPortFrom(bInner, port), m)
+		tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bInner, port), m)
 		recvUDP(t, pcB, m)
 	}
-	checkCounts(t, "A socket", since(sockA, a.sock.Tunnel().Counters()), counts{Tx: n})
-	checkCounts(t, "B device", since(devB, b.dev.Counters()), counts{Rx: n})
-	checkCounts(t, "C device", since(devC, c.dev.Counters()), counts{})
-	checkCounts(t, "C socket", since(sockC, c.sock.Tunnel().Counters()), counts{})
+	tunneltest.CheckCounts(t, "A socket", tunneltest.Since(sockA, a.sock.Tunnel().Counters()), tunneltest.Counts{Tx: n})
+	tunneltest.CheckCounts(t, "B device", tunneltest.Since(devB, b.dev.Counters()), tunneltest.Counts{Rx: n})
+	tunneltest.CheckCounts(t, "C device", tunneltest.Since(devC, c.dev.Counters()), tunneltest.Counts{})
+	tunneltest.CheckCounts(t, "C socket", tunneltest.Since(sockC, c.sock.Tunnel().Counters()), tunneltest.Counts{})
 	noUDP(t, pcC, 50*time.Millisecond)
 }
 
@@ -245,8 +236,8 @@ func TestLearnedMACMoves(t *testing.T) {
 	if err := c.sock.Tunnel().SendDatagram(spoof, aTunnel); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A to receive C's frame", func() bool { return a.dev.Counters().Stats().RxPackets > devA.RxPackets })
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Rx: 1})
+	tunneltest.Eventually(t, "A to receive C's frame", func() bool { return a.dev.Counters().Stats().RxPackets > devA.RxPackets })
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Rx: 1})
 	checkEntries(t, "A after the move", a.dev, []vxlan.Entry{defaultEntry(b.outer, c.outer), atC})
 	if got := a.dev.FDB().Stats().Moved; got != 1 {
 		t.Errorf("FDB Moved = %d, want 1", got)
@@ -254,16 +245,16 @@ func TestLearnedMACMoves(t *testing.T) {
 
 	// Unicast to B's MAC now goes to C, whose device is not B's MAC.
 	devB, devC := b.dev.Counters().Stats(), c.dev.Counters().Stats()
-	sendUDP(t, a.st, toB, []byte("lost to C"))
-	checkCounts(t, "C device", since(devC, c.dev.Counters()), counts{Drops: map[stack.DropReason]uint64{stack.DropNotForUs: 1}})
-	checkCounts(t, "B device", since(devB, b.dev.Counters()), counts{})
+	tunneltest.SendUDP(t, a.st, toB, []byte("lost to C"))
+	tunneltest.CheckCounts(t, "C device", tunneltest.Since(devC, c.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropNotForUs: 1}})
+	tunneltest.CheckCounts(t, "B device", tunneltest.Since(devB, b.dev.Counters()), tunneltest.Counts{})
 	noUDP(t, pcB, 50*time.Millisecond)
 
 	// B speaks again: the entry moves back and unicast reaches B.
-	sendUDP(t, b.st, netip.AddrPortFrom(a.inner[0].Addr(), port), []byte("I am B"))
-	eventually(t, "A to learn B back", func() bool { return a.dev.FDB().Stats().Moved == 2 })
+	tunneltest.SendUDP(t, b.st, netip.AddrPortFrom(a.inner[0].Addr(), port), []byte("I am B"))
+	tunneltest.Eventually(t, "A to learn B back", func() bool { return a.dev.FDB().Stats().Moved == 2 })
 	checkEntries(t, "A after moving back", a.dev, []vxlan.Entry{defaultEntry(b.outer, c.outer), atB})
-	sendUDP(t, a.st, toB, []byte("found B"))
+	tunneltest.SendUDP(t, a.st, toB, []byte("found B"))
 	recvUDP(t, pcB, []byte("found B"))
 
 	// A static entry never moves: a frame from that MAC via another VTEP
@@ -277,8 +268,8 @@ func TestLearnedMACMoves(t *testing.T) {
 	if err := b.sock.Tunnel().SendDatagram(vxlanFrame(42, macOf(a.dev), pinned, etherExperimental, nil), aTunnel); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A to drop B's frame", func() bool { return a.dev.Counters().Stats().TotalDrops() > devA.TotalDrops() })
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Drops: map[stack.DropReason]uint64{stack.DropPolicy: 1}})
+	tunneltest.Eventually(t, "A to drop B's frame", func() bool { return a.dev.Counters().Stats().TotalDrops() > devA.TotalDrops() })
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropPolicy: 1}})
 	checkEntries(t, "A after the static conflict", a.dev, []vxlan.Entry{
 		defaultEntry(b.outer, c.outer),
 		atB,
@@ -302,8 +293,8 @@ func TestStaticFDB(t *testing.T) {
 	// remote, exactly once per datagram.
 	addStaticNeighbor(t, a.st, a.dev.NIC(), bIn, b.dev.MAC())
 	devA := a.dev.Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("nowhere"))
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Drops: map[stack.DropReason]uint64{stack.DropNoRemote: 1}})
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("nowhere"))
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropNoRemote: 1}})
 	noUDP(t, pcB, 50*time.Millisecond)
 
 	// A static entry for B's MAC carries unicast.
@@ -311,9 +302,9 @@ func TestStaticFDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	devA = a.dev.Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("static"))
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(bIn, port), []byte("static"))
 	recvUDP(t, pcB, []byte("static"))
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Tx: 1})
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Tx: 1})
 
 	// Without the static neighbour, ARP's broadcast has no remote: the
 	// ping fails and its one ARP request is counted.
@@ -327,7 +318,7 @@ func TestStaticFDB(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ping without a default entry: %v, want %v", err, context.DeadlineExceeded)
 	}
-	checkCounts(t, "A device", since(devA, a.dev.Counters()), counts{Drops: map[stack.DropReason]uint64{stack.DropNoRemote: 1}})
+	tunneltest.CheckCounts(t, "A device", tunneltest.Since(devA, a.dev.Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropNoRemote: 1}})
 
 	// Default entries for flooding and unicast entries on both sides:
 	// ARP, NDP and pings work both ways.
@@ -344,7 +335,7 @@ func TestStaticFDB(t *testing.T) {
 		ping(t, a, b.inner[i].Addr())
 		ping(t, b, a.inner[i].Addr())
 	}
-	checkDrops(t, "A device", since(devA, a.dev.Counters()), nil)
+	checkDrops(t, "A device", tunneltest.Since(devA, a.dev.Counters()), nil)
 	checkEntries(t, "A", a.dev, []vxlan.Entry{
 		defaultEntry(b.outer),
 		{MAC: macOf(b.dev), Remotes: []vxlan.Remote{{Addr: b.outer}}, Static: true},

@@ -7,6 +7,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
 
@@ -21,7 +22,7 @@ func TestFlowLabel(t *testing.T) {
 	})
 	peerIn := netip.MustParseAddr("192.168.42.1")
 	addStaticNeighbor(t, h.st, h.dev.NIC(), peerIn, someMAC)
-	sendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), []byte("labelled"))
+	tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), []byte("labelled"))
 	pkt := h.ep.Read()
 	if pkt == nil {
 		t.Fatal("the device sent nothing")

@@ -2,15 +2,13 @@ package vxlan
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 )
 
 // goldenARPRequest is frame 1 of testdata/vxlan.pcap: an ARP request from
@@ -62,85 +60,9 @@ const goldenVNI VNI = 42
 // flags 0x08, zero reserved bits, VNI 0x00002a.
 var wantGoldenHeader = []byte{0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, 0x00}
 
-// capturedUDP is one UDP datagram from a pcap, decoded by gopacket.
-type capturedUDP struct {
-	frame  int // 1-based, as tshark numbers frames
-	packet gopacket.Packet
-	udp    *layers.UDP
-}
-
-// readUDP returns the UDP datagrams in a LINKTYPE_ETHERNET pcap under
-// testdata/, decoded by gopacket.
-func readUDP(t testing.TB, name string) []capturedUDP {
-	t.Helper()
-	file, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames, err := readPcap(file)
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	var out []capturedUDP
-	for i, data := range frames {
-		p := gopacket.NewPacket(data, layers.LinkTypeEthernet, gopacket.Default)
-		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
-			out = append(out, capturedUDP{frame: i + 1, packet: p, udp: udp})
-		}
-	}
-	return out
-}
-
-// readPcap returns the frames of a classic pcap file with link type
-// Ethernet. It stands in for gopacket's pcapgo.Reader, which would pull
-// golang.org/x/net (for pcapgo's Linux capture code) into go.mod.
-func readPcap(file []byte) ([][]byte, error) {
-	const (
-		fileHeaderLen   = 24
-		recordHeaderLen = 16
-		linkTypeEther   = 1
-	)
-	if len(file) < fileHeaderLen {
-		return nil, errors.New("short pcap file header")
-	}
-	var order binary.ByteOrder
-	switch magic := binary.LittleEndian.Uint32(file); magic {
-	case 0xa1b2c3d4, 0xa1b23c4d: // microsecond, nanosecond timestamps
-		order = binary.LittleEndian
-	case 0xd4c3b2a1, 0x4d3cb2a1:
-		order = binary.BigEndian
-	default:
-		return nil, fmt.Errorf("not a pcap file: magic %#08x", magic)
-	}
-	if lt := order.Uint32(file[20:]) & 0xffff; lt != linkTypeEther {
-		return nil, fmt.Errorf("link type %d, want %d (Ethernet)", lt, linkTypeEther)
-	}
-	var frames [][]byte
-	for rest := file[fileHeaderLen:]; len(rest) > 0; {
-		if len(rest) < recordHeaderLen {
-			return nil, fmt.Errorf("frame %d: short record header", len(frames)+1)
-		}
-		n := order.Uint32(rest[8:]) // incl_len
-		rest = rest[recordHeaderLen:]
-		if uint64(n) > uint64(len(rest)) {
-			return nil, fmt.Errorf("frame %d: %d bytes, %d left in file", len(frames)+1, n, len(rest))
-		}
-		frames = append(frames, rest[:n:n])
-		rest = rest[n:]
-	}
-	return frames, nil
-}
-
 // vxlanFrames returns the datagrams sent to the VXLAN port.
-func vxlanFrames(t testing.TB, name string) []capturedUDP {
-	t.Helper()
-	var out []capturedUDP
-	for _, c := range readUDP(t, name) {
-		if c.udp.DstPort == DefaultPort {
-			out = append(out, c)
-		}
-	}
-	return out
+func vxlanFrames(t testing.TB, name string) []tunneltest.CapturedUDP {
+	return tunneltest.ReadUDP(t, name, DefaultPort)
 }
 
 // TestGoldenPacket checks the pasted frame against the capture it came from
@@ -150,7 +72,7 @@ func TestGoldenPacket(t *testing.T) {
 	if len(frames) == 0 {
 		t.Fatal("no VXLAN frames in testdata/vxlan.pcap")
 	}
-	if got := frames[0].packet.Data(); !bytes.Equal(got, goldenARPRequest) {
+	if got := frames[0].Packet.Data(); !bytes.Equal(got, goldenARPRequest) {
 		t.Fatalf("frame 1 of vxlan.pcap differs from goldenARPRequest:\n got % x\nwant % x", got, goldenARPRequest)
 	}
 
@@ -183,8 +105,8 @@ func TestGoldenVXLANPcap(t *testing.T) {
 		t.Fatalf("got %d VXLAN frames in vxlan.pcap, want 8", len(frames))
 	}
 	for _, c := range frames {
-		t.Run(fmt.Sprintf("frame%d", c.frame), func(t *testing.T) {
-			payload := c.udp.Payload
+		t.Run(fmt.Sprintf("frame%d", c.Frame), func(t *testing.T) {
+			payload := c.UDP.Payload
 			h, err := Parse(payload)
 			if err != nil {
 				t.Fatalf("Parse(% x): %v", payload[:min(len(payload), HeaderLen)], err)
@@ -202,9 +124,9 @@ func TestGoldenVXLANPcap(t *testing.T) {
 
 			// gopacket decoded the same bytes on its own (UDP 4789 is
 			// VXLAN in its port table); both decoders must agree.
-			vx, ok := c.packet.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
+			vx, ok := c.Packet.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
 			if !ok {
-				t.Fatalf("gopacket found no VXLAN layer; layers: %v", c.packet.Layers())
+				t.Fatalf("gopacket found no VXLAN layer; layers: %v", c.Packet.Layers())
 			}
 			checkAgreesWithGopacket(t, h, vx)
 			if !bytes.Equal(vx.Contents, h[:HeaderLen]) {
@@ -213,8 +135,8 @@ func TestGoldenVXLANPcap(t *testing.T) {
 			if !bytes.Equal(vx.Payload, h.Payload()) {
 				t.Errorf("gopacket Payload differs from Payload():\n got % x\nwant % x", vx.Payload, h.Payload())
 			}
-			if c.packet.Layer(layers.LayerTypeARP) == nil && c.packet.Layer(layers.LayerTypeICMPv4) == nil {
-				t.Errorf("gopacket found neither ARP nor ICMPv4 inside; layers: %v", c.packet.Layers())
+			if c.Packet.Layer(layers.LayerTypeARP) == nil && c.Packet.Layer(layers.LayerTypeICMPv4) == nil {
+				t.Errorf("gopacket found neither ARP nor ICMPv4 inside; layers: %v", c.Packet.Layers())
 			}
 
 			// Round trip: our encoder reproduces the captured header.
@@ -242,8 +164,8 @@ func TestGoldenVXLANPcap(t *testing.T) {
 			}
 		})
 	}
-	if want := wantGoldenHeader; !bytes.Equal(frames[0].udp.Payload[:HeaderLen], want) {
-		t.Errorf("captured header = % x, want % x", frames[0].udp.Payload[:HeaderLen], want)
+	if want := wantGoldenHeader; !bytes.Equal(frames[0].UDP.Payload[:HeaderLen], want) {
+		t.Errorf("captured header = % x, want % x", frames[0].UDP.Payload[:HeaderLen], want)
 	}
 }
 
@@ -259,7 +181,7 @@ func TestGoldenEncapsPcap(t *testing.T) {
 		t.Fatalf("got %d frames to port %d in encaps.pcap, want 1", len(frames), DefaultPort)
 	}
 	c := frames[0]
-	payload := c.udp.Payload
+	payload := c.UDP.Payload
 	wantHeader := []byte{0x0c, 0x00, 0x00, 0x03, 0x00, 0x00, 0x2a, 0x00}
 	if !bytes.Equal(payload[:HeaderLen], wantHeader) {
 		t.Fatalf("captured header = % x, want % x", payload[:HeaderLen], wantHeader)
@@ -284,9 +206,9 @@ func TestGoldenEncapsPcap(t *testing.T) {
 
 	// gopacket ignores the bits it does not know (and reads byte 3 as a
 	// group policy ID).
-	vx, ok := c.packet.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
+	vx, ok := c.Packet.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
 	if !ok {
-		t.Fatalf("gopacket found no VXLAN layer; layers: %v", c.packet.Layers())
+		t.Fatalf("gopacket found no VXLAN layer; layers: %v", c.Packet.Layers())
 	}
 	checkAgreesWithGopacket(t, h, vx)
 	if vx.GBPGroupPolicyID != 3 {

@@ -9,6 +9,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -33,8 +34,7 @@ func TestInvalidSourceMAC(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, _, d := voidHost(t, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, Learning: tc.learning})
-			var cd countingDispatcher
-			st.GVisor().GetLinkEndpointByName(d.Name()).Attach(&cd)
+			cd := tunneltest.Count(st, d.Name())
 			frame := vxlanFrame(42, tc.srcMAC, tcpip.LinkAddress(d.MAC()), 64)
 			var pkt *stack.PacketBuffer
 			if tc.from6 {
@@ -47,18 +47,18 @@ func TestInvalidSourceMAC(t *testing.T) {
 				// IPv6 needs a checksum (RFC 8200).
 				xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uh.Length())
 				uh.SetChecksum(^uh.CalculateChecksum(checksum.Checksum(frame, xsum)))
-				pkt = received(append(wire, frame...), header.IPv6ProtocolNumber, header.IPv6MinimumSize)
+				pkt = tunneltest.ReceivedAs(append(wire, frame...), header.IPv6ProtocolNumber, header.IPv6MinimumSize)
 			} else {
-				pkt = received(datagram4(frame), header.IPv4ProtocolNumber, header.IPv4MinimumSize)
+				pkt = tunneltest.Received(datagram4(frame))
 			}
-			tunnelEndpoint(t, st).HandlePacket(gstack.TransportEndpointID{}, pkt)
+			tunneltest.TunnelEndpoint(t, st).HandlePacket(gstack.TransportEndpointID{}, pkt)
 			pkt.DecRef()
 
 			ds := d.Counters().Stats()
 			if got := ds.Dropped(stack.DropPolicy) == 1; got != tc.dropped {
 				t.Errorf("dropped: %v, want %v (%v)", got, tc.dropped, ds)
 			}
-			if got := cd.n.Load() == 1; got == tc.dropped {
+			if got := cd.Delivered() == 1; got == tc.dropped {
 				t.Errorf("delivered: %v, want %v", got, !tc.dropped)
 			}
 			var src MAC

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -70,12 +71,12 @@ func TestRouteLoopThroughOwnDevice(t *testing.T) {
 			const n = 3
 			within(t, 5*time.Second, "sending into a route loop", func() {
 				for range n {
-					sendUDP(t, h.st, netip.AddrPortFrom(tc.target, 9), []byte("loop"))
+					tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(tc.target, 9), []byte("loop"))
 				}
 			})
-			loop := counts{Drops: map[stack.DropReason]uint64{stack.DropLoop: n}}
-			checkCounts(t, "device", since(devBefore, dev.Counters()), loop)
-			checkCounts(t, "socket", since(sockBefore, h.sock.Tunnel().Counters()), loop)
+			loop := tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropLoop: n}}
+			tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, dev.Counters()), loop)
+			tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, h.sock.Tunnel().Counters()), loop)
 		})
 	}
 }
@@ -106,14 +107,14 @@ func TestNestingLoop(t *testing.T) {
 	d1, d2 := dev1.Counters().Stats(), dev2.Counters().Stats()
 	s1, s2 := h.sock.Tunnel().Counters().Stats(), sock2.Tunnel().Counters().Stats()
 	within(t, 5*time.Second, "sending into a nesting loop", func() {
-		sendUDP(t, h.st, netip.AddrPortFrom(r1, 9), []byte("nest"))
+		tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(r1, 9), []byte("nest"))
 	})
 	// Device 1 sends at depths 0, 2, 4, 6 and drops the packet at depth
 	// stack.MaxNesting (8); device 2 sends at depths 1, 3, 5, 7. Each
 	// device's socket sends what it encapsulates.
 	perDevice := uint64(stack.MaxNesting / 2)
-	checkCounts(t, "device 1", since(d1, dev1.Counters()), counts{Tx: perDevice, Drops: map[stack.DropReason]uint64{stack.DropNestingLimit: 1}})
-	checkCounts(t, "device 2", since(d2, dev2.Counters()), counts{Tx: perDevice})
-	checkCounts(t, "socket 1", since(s1, h.sock.Tunnel().Counters()), counts{Tx: perDevice})
-	checkCounts(t, "socket 2", since(s2, sock2.Tunnel().Counters()), counts{Tx: perDevice})
+	tunneltest.CheckCounts(t, "device 1", tunneltest.Since(d1, dev1.Counters()), tunneltest.Counts{Tx: perDevice, Drops: map[stack.DropReason]uint64{stack.DropNestingLimit: 1}})
+	tunneltest.CheckCounts(t, "device 2", tunneltest.Since(d2, dev2.Counters()), tunneltest.Counts{Tx: perDevice})
+	tunneltest.CheckCounts(t, "socket 1", tunneltest.Since(s1, h.sock.Tunnel().Counters()), tunneltest.Counts{Tx: perDevice})
+	tunneltest.CheckCounts(t, "socket 2", tunneltest.Since(s2, sock2.Tunnel().Counters()), tunneltest.Counts{Tx: perDevice})
 }

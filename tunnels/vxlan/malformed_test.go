@@ -7,16 +7,17 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -44,8 +45,12 @@ var (
 // from an ordinary UDP socket of another stack, over both underlay
 // families, and checks which counter each one moves.
 func TestMalformedDatagrams(t *testing.T) {
-	sock := func(r stack.DropReason) counts { return counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}} }
-	devDrop := func(r stack.DropReason) counts { return counts{Drops: map[stack.DropReason]uint64{r: 1}} }
+	sock := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Rx: 1, Drops: map[stack.DropReason]uint64{r: 1}}
+	}
+	devDrop := func(r stack.DropReason) tunneltest.Counts {
+		return tunneltest.Counts{Drops: map[stack.DropReason]uint64{r: 1}}
+	}
 	for _, outer4 := range []bool{true, false} {
 		t.Run(map[bool]string{true: "outer4", false: "outer6"}[outer4], func(t *testing.T) {
 			hs := pair(t, topo{outer4: outer4, opts: memlink.Options{Sync: true}}, nil)
@@ -56,61 +61,53 @@ func TestMalformedDatagrams(t *testing.T) {
 			for _, tc := range []struct {
 				name    string
 				payload []byte
-				sock    counts // socket counter delta
-				dev     counts // device counter delta
+				sock    tunneltest.Counts // socket counter delta
+				dev     tunneltest.Counts // device counter delta
 			}{
 				{name: "empty", payload: nil, sock: sock(stack.DropTruncated)},
 				{name: "3 bytes", payload: []byte{8, 0, 0}, sock: sock(stack.DropTruncated)},
 				{name: "7 bytes of header", payload: valid42[:7], sock: sock(stack.DropTruncated)},
 				{name: "header without frame", payload: valid42, sock: sock(stack.DropTruncated)},
-				{name: "header and 13 bytes of frame", payload: cat(valid42, frame14[:13]), sock: sock(stack.DropTruncated)},
-				{name: "unknown VNI", payload: cat(rawHeader(vxlan.FlagI, 0, 4242, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "VNI 0 without device", payload: cat(rawHeader(vxlan.FlagI, 0, 0, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "largest VNI", payload: cat(rawHeader(vxlan.FlagI, 0, vxlan.MaxVNI, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
-				{name: "I flag clear", payload: cat(rawHeader(0, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved flag instead of I", payload: cat(rawHeader(0x80, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "GBP G flag", payload: cat(rawHeader(0x88, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "GPE P flag", payload: cat(rawHeader(0x0c, 0x000003, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved 24 bits", payload: cat(rawHeader(vxlan.FlagI, 0x000100, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "reserved last byte", payload: cat(rawHeader(vxlan.FlagI, 0, 42, 1), frame14), sock: sock(stack.DropBadHeader)},
-				{name: "frame for another MAC", payload: cat(valid42, ethFrame(macStranger, macPeer, etherExperimental, nil)),
-					sock: counts{Rx: 1}, dev: devDrop(stack.DropNotForUs)},
-				{name: "frame from the device's own MAC", payload: cat(valid42, ethFrame(macBroadcast, self, etherExperimental, nil)),
-					sock: counts{Rx: 1}, dev: devDrop(stack.DropLoop)},
-				{name: "bare Ethernet header", payload: cat(valid42, frame14), sock: counts{Rx: 1}, dev: counts{Rx: 1}},
-				{name: "truncated ARP", payload: cat(valid42, ethFrame(macBroadcast, macPeer, uint16(header.ARPProtocolNumber), []byte{0, 1, 8})),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
-				{name: "IPv4 claiming 60000 bytes", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv4ProtocolNumber), ipv4Claiming(60000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
-				{name: "IPv6 with a bad payload length", payload: cat(valid42, ethFrame(self, macPeer, uint16(header.IPv6ProtocolNumber), ipv6Claiming(9000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
-				{name: "VLAN tagged", payload: cat(valid42, ethFrame(self, macPeer, 0x8100, []byte{0, 42, 0x08, 0, 0x45})),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+				{name: "header and 13 bytes of frame", payload: slices.Concat(valid42, frame14[:13]), sock: sock(stack.DropTruncated)},
+				{name: "unknown VNI", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 4242, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "VNI 0 without device", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 0, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "largest VNI", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, vxlan.MaxVNI, 0), frame14), sock: sock(stack.DropUnknownTunnel)},
+				{name: "I flag clear", payload: slices.Concat(rawHeader(0, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved flag instead of I", payload: slices.Concat(rawHeader(0x80, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "GBP G flag", payload: slices.Concat(rawHeader(0x88, 0, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "GPE P flag", payload: slices.Concat(rawHeader(0x0c, 0x000003, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved 24 bits", payload: slices.Concat(rawHeader(vxlan.FlagI, 0x000100, 42, 0), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "reserved last byte", payload: slices.Concat(rawHeader(vxlan.FlagI, 0, 42, 1), frame14), sock: sock(stack.DropBadHeader)},
+				{name: "frame for another MAC", payload: slices.Concat(valid42, ethFrame(macStranger, macPeer, etherExperimental, nil)),
+					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropNotForUs)},
+				{name: "frame from the device's own MAC", payload: slices.Concat(valid42, ethFrame(macBroadcast, self, etherExperimental, nil)),
+					sock: tunneltest.Counts{Rx: 1}, dev: devDrop(stack.DropLoop)},
+				{name: "bare Ethernet header", payload: slices.Concat(valid42, frame14), sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
+				{name: "truncated ARP", payload: slices.Concat(valid42, ethFrame(macBroadcast, macPeer, uint16(header.ARPProtocolNumber), []byte{0, 1, 8})),
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
+				{name: "IPv4 claiming 60000 bytes", payload: slices.Concat(valid42, ethFrame(self, macPeer, uint16(header.IPv4ProtocolNumber), ipv4Claiming(60000))),
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
+				{name: "IPv6 with a bad payload length", payload: slices.Concat(valid42, ethFrame(self, macPeer, uint16(header.IPv6ProtocolNumber), ipv6Claiming(9000))),
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
+				{name: "VLAN tagged", payload: slices.Concat(valid42, ethFrame(self, macPeer, 0x8100, []byte{0, 42, 0x08, 0, 0x45})),
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 				// Receive does not drop on MTU (a GSO peer sends ~64 KB).
-				{name: "9000-byte frame", payload: cat(valid42, ethFrame(self, macPeer, etherExperimental, make([]byte, 9000))),
-					sock: counts{Rx: 1}, dev: counts{Rx: 1}},
+				{name: "9000-byte frame", payload: slices.Concat(valid42, ethFrame(self, macPeer, etherExperimental, make([]byte, 9000))),
+					sock: tunneltest.Counts{Rx: 1}, dev: tunneltest.Counts{Rx: 1}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					sockBefore, devBefore := to.sock.Tunnel().Counters().Stats(), to.dev.Counters().Stats()
-					sendUDP(t, from.st, netip.AddrPortFrom(to.outer, vxlan.DefaultPort), tc.payload)
-					eventually(t, "the datagram to reach the socket", func() bool {
+					tunneltest.SendUDP(t, from.st, netip.AddrPortFrom(to.outer, vxlan.DefaultPort), tc.payload)
+					tunneltest.Eventually(t, "the datagram to reach the socket", func() bool {
 						s := to.sock.Tunnel().Counters().Stats()
 						return s.RxPackets+s.TotalDrops() > sockBefore.RxPackets+sockBefore.TotalDrops()
 					})
-					checkCounts(t, "socket", since(sockBefore, to.sock.Tunnel().Counters()), tc.sock)
-					checkCounts(t, "device", since(devBefore, to.dev.Counters()), tc.dev)
+					tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, to.sock.Tunnel().Counters()), tc.sock)
+					tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, to.dev.Counters()), tc.dev)
 				})
 			}
 		})
 	}
-}
-
-func cat(bs ...[]byte) []byte {
-	var out []byte
-	for _, b := range bs {
-		out = append(out, b...)
-	}
-	return out
 }
 
 // ipv4Claiming returns a 20-byte IPv4 header whose total length says n.
@@ -164,39 +161,6 @@ func newInjectHost(t testing.TB, cfg func(c *vxlan.Config)) *injectHost {
 	return &injectHost{host: h, ep: ep}
 }
 
-// outerDatagram returns an IP packet carrying a UDP datagram from src to
-// dst; csum, if not nil, replaces the correct UDP checksum.
-func outerDatagram(src, dst netip.AddrPort, payload []byte, csum func(correct uint16) uint16) (tcpip.NetworkProtocolNumber, []byte) {
-	udpLen := header.UDPMinimumSize + len(payload)
-	srcA, dstA := tcpip.AddrFromSlice(src.Addr().AsSlice()), tcpip.AddrFromSlice(dst.Addr().AsSlice())
-	ipLen, proto := header.IPv4MinimumSize, header.IPv4ProtocolNumber
-	if src.Addr().Is6() {
-		ipLen, proto = header.IPv6MinimumSize, header.IPv6ProtocolNumber
-	}
-	b := make([]byte, ipLen+udpLen)
-	if proto == header.IPv4ProtocolNumber {
-		ip := header.IPv4(b)
-		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber), SrcAddr: srcA, DstAddr: dstA})
-		ip.SetChecksum(^ip.CalculateChecksum())
-	} else {
-		header.IPv6(b).Encode(&header.IPv6Fields{PayloadLength: uint16(udpLen), TransportProtocol: header.UDPProtocolNumber, HopLimit: 64, SrcAddr: srcA, DstAddr: dstA})
-	}
-	u := header.UDP(b[ipLen:])
-	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: uint16(udpLen)})
-	copy(u.Payload(), payload)
-	xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, uint16(udpLen))
-	xsum = checksum.Checksum(payload, xsum)
-	c := ^u.CalculateChecksum(xsum)
-	if c == 0 {
-		c = 0xffff
-	}
-	if csum != nil {
-		c = csum(c)
-	}
-	u.SetChecksum(c)
-	return proto, b
-}
-
 // inject hands an outer IP packet to h's stack, as if it came off the wire;
 // it is processed before inject returns. Whatever the stack sends in
 // response is discarded.
@@ -225,15 +189,15 @@ func TestBadOuterChecksum(t *testing.T) {
 	keep := func(c uint16) uint16 { return c }
 	zero := func(uint16) uint16 { return 0 }
 	offByOne := func(c uint16) uint16 { return c + 1 }
-	delivered := counts{Rx: 1}
-	bad := counts{Drops: map[stack.DropReason]uint64{stack.DropBadChecksum: 1}}
+	delivered := tunneltest.Counts{Rx: 1}
+	bad := tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropBadChecksum: 1}}
 	for _, tc := range []struct {
 		name    string
 		peer    netip.Addr
 		lax     bool // send to the ZeroRx6 socket
 		csum    func(uint16) uint16
 		corrupt bool // flip a payload bit after the checksum
-		want    counts
+		want    tunneltest.Counts
 	}{
 		{name: "IPv4 correct", peer: injectPeer4, csum: keep, want: delivered},
 		{name: "IPv4 zero (none)", peer: injectPeer4, csum: zero, want: delivered},
@@ -256,18 +220,18 @@ func TestBadOuterChecksum(t *testing.T) {
 				local = netip.MustParseAddr("fd00::2")
 			}
 			payload := vxlanFrame(42, macBroadcast, macPeer, etherExperimental, []byte("checksummed"))
-			proto, b := outerDatagram(netip.AddrPortFrom(tc.peer, 50000), netip.AddrPortFrom(local, port), payload, tc.csum)
+			proto, b := tunneltest.OuterDatagram(netip.AddrPortFrom(tc.peer, 50000), netip.AddrPortFrom(local, port), 0, payload, tc.csum)
 			if tc.corrupt {
 				b[len(b)-1] ^= 0x10
 			}
 			sockBefore, devBefore := sock.Counters().Stats(), dev.Counters().Stats()
 			h.inject(proto, b)
-			checkCounts(t, "socket", since(sockBefore, sock.Counters()), tc.want)
-			wantDev := counts{}
+			tunneltest.CheckCounts(t, "socket", tunneltest.Since(sockBefore, sock.Counters()), tc.want)
+			wantDev := tunneltest.Counts{}
 			if tc.want.Rx == 1 {
-				wantDev = counts{Rx: 1}
+				wantDev = tunneltest.Counts{Rx: 1}
 			}
-			checkCounts(t, "device", since(devBefore, dev.Counters()), wantDev)
+			tunneltest.CheckCounts(t, "device", tunneltest.Since(devBefore, dev.Counters()), wantDev)
 		})
 	}
 }
@@ -341,10 +305,10 @@ func TestGarbageNeverPanics(t *testing.T) {
 	}{
 		{"noise", func() []byte { return randBytes(rng.IntN(64)) }},
 		{"random flags", func() []byte {
-			return cat(rawHeader(byte(rng.Uint32()), rng.Uint32()&1, 42, 0), randBytes(rng.IntN(40)))
+			return slices.Concat(rawHeader(byte(rng.Uint32()), rng.Uint32()&1, 42, 0), randBytes(rng.IntN(40)))
 		}},
 		{"random VNI", func() []byte {
-			return cat(rawHeader(vxlan.FlagI, 0, rng.Uint32()&vxlan.MaxVNI, 0), randBytes(rng.IntN(40)))
+			return slices.Concat(rawHeader(vxlan.FlagI, 0, rng.Uint32()&vxlan.MaxVNI, 0), randBytes(rng.IntN(40)))
 		}},
 		{"random frame", func() []byte {
 			return vxlanFrame(42, dstMAC(), vxlan.MAC(randBytes(6)), uint16(rng.Uint32()), randBytes(rng.IntN(100)))
@@ -363,10 +327,10 @@ func TestGarbageNeverPanics(t *testing.T) {
 			sockBefore, devBefore := h.sock.Tunnel().Counters().Stats(), h.dev.Counters().Stats()
 			for i := range perKind {
 				payload := kind.gen()
-				proto, b := outerDatagram(netip.AddrPortFrom(injectPeer4, uint16(40000+i)), netip.MustParseAddrPort("10.99.0.2:4789"), payload, nil)
+				proto, b := tunneltest.OuterDatagram(netip.AddrPortFrom(injectPeer4, uint16(40000+i)), netip.MustParseAddrPort("10.99.0.2:4789"), 0, payload, nil)
 				h.inject(proto, b)
 			}
-			sock, dev := since(sockBefore, h.sock.Tunnel().Counters()), since(devBefore, h.dev.Counters())
+			sock, dev := tunneltest.Since(sockBefore, h.sock.Tunnel().Counters()), tunneltest.Since(devBefore, h.dev.Counters())
 			if sock.Rx != perKind {
 				t.Errorf("socket received %d datagrams, want %d", sock.Rx, perKind)
 			}

@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -181,7 +182,7 @@ func TestPathMTUFromICMP(t *testing.T) {
 			})
 			peerIn := netip.MustParseAddr("192.168.42.1")
 			addStaticNeighbor(t, h.st, h.dev.NIC(), peerIn, someMAC)
-			sendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), make([]byte, 1000))
+			tunneltest.SendUDP(t, h.st, netip.AddrPortFrom(peerIn, 9), make([]byte, 1000))
 			pkt := h.ep.Read()
 			if pkt == nil {
 				t.Fatal("the device sent nothing")
@@ -301,7 +302,7 @@ func TestUnderlayMTUMismatch(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("full-size ping with DF over a smaller underlay: %v, want %v", err, context.DeadlineExceeded)
 			}
-			checkCounts(t, "A socket", since(before, a.sock.Tunnel().Counters()), counts{Drops: map[stack.DropReason]uint64{stack.DropTooBig: 1}})
+			tunneltest.CheckCounts(t, "A socket", tunneltest.Since(before, a.sock.Tunnel().Counters()), tunneltest.Counts{Drops: map[stack.DropReason]uint64{stack.DropTooBig: 1}})
 		})
 	}
 }

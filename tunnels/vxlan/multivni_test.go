@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -52,12 +53,12 @@ func TestOneSocketManyVNIs(t *testing.T) {
 			const n = 4
 			for i := range n {
 				m := []byte(fmt.Sprintf("VNI %d message %d", tc.vni, i))
-				sendUDP(t, a.st, netip.AddrPortFrom(tc.dst, port), m)
+				tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(tc.dst, port), m)
 				recvUDP(t, pc, m)
 			}
-			checkCounts(t, fmt.Sprintf("B VNI %d device", tc.vni), since(via, tc.via.Counters()), counts{Rx: n})
-			checkCounts(t, "B other device", since(other, tc.other.Counters()), counts{})
-			checkCounts(t, "B socket", since(sock, b.sock.Tunnel().Counters()), counts{Rx: n})
+			tunneltest.CheckCounts(t, fmt.Sprintf("B VNI %d device", tc.vni), tunneltest.Since(via, tc.via.Counters()), tunneltest.Counts{Rx: n})
+			tunneltest.CheckCounts(t, "B other device", tunneltest.Since(other, tc.other.Counters()), tunneltest.Counts{})
+			tunneltest.CheckCounts(t, "B socket", tunneltest.Since(sock, b.sock.Tunnel().Counters()), tunneltest.Counts{Rx: n})
 		})
 	}
 
@@ -66,7 +67,7 @@ func TestOneSocketManyVNIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := b.sock.Tunnel().Counters().Stats()
-	sendUDP(t, a.st, netip.AddrPortFrom(netip.MustParseAddr("192.168.42.2"), port), []byte("to a closed VNI"))
-	checkDrops(t, "B socket", since(sock, b.sock.Tunnel().Counters()), map[stack.DropReason]uint64{stack.DropUnknownTunnel: 1})
+	tunneltest.SendUDP(t, a.st, netip.AddrPortFrom(netip.MustParseAddr("192.168.42.2"), port), []byte("to a closed VNI"))
+	checkDrops(t, "B socket", tunneltest.Since(sock, b.sock.Tunnel().Counters()), map[stack.DropReason]uint64{stack.DropUnknownTunnel: 1})
 	ping(t, a, netip.MustParseAddr("192.168.43.2"))
 }

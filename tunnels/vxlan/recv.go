@@ -34,7 +34,7 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Ve
 		c.Drop(stack.DropBadHeader)
 		return stack.Consumed
 	}
-	d := (*s.devs.Load())[h.VNI()]
+	d := s.devs.Get(h.VNI())
 	if d == nil {
 		c.Drop(stack.DropUnknownTunnel)
 		return stack.Consumed
@@ -70,13 +70,13 @@ func (e *encap) Receive(pkt *stack.PacketBuffer, src, _ netip.AddrPort) stack.Ve
 // "packet too big" for a remote lowers the MTU of the devices that send to
 // it.
 func (e *encap) ReceiveError(ie stack.ICMPError) {
-	if ie.Kind != stack.ICMPPacketTooBig || ie.MTU == 0 {
+	dst, mtu, ok := ie.PathMTU()
+	if !ok {
 		return
 	}
-	dst := ie.Dst.Addr().Unmap()
-	for _, d := range *(*Socket)(e).devs.Load() {
+	for _, d := range (*Socket)(e).devs.All() {
 		if d.sendsTo(dst) {
-			d.UpdatePathMTU(ie.MTU)
+			d.UpdatePathMTU(mtu)
 		}
 	}
 }
@@ -86,7 +86,7 @@ func (e *encap) ReceiveError(ie stack.ICMPError) {
 // device on this socket.
 func (e *encap) LookupError(quoted []byte) bool {
 	h, err := Parse(quoted)
-	return err == nil && (*(*Socket)(e).devs.Load())[h.VNI()] != nil
+	return err == nil && (*Socket)(e).devs.Get(h.VNI()) != nil
 }
 
 // sendsTo reports whether any FDB entry of d points at addr.
@@ -97,7 +97,7 @@ func (d *Device) sendsTo(addr netip.Addr) bool { return d.fdb.HasRemote(addr) }
 // too, also those living in another (inner) stack: their ageing timers stop
 // and no device is left sending through a closed socket.
 func (e *encap) CloseEncap() {
-	for _, d := range *(*Socket)(e).devs.Load() {
+	for _, d := range (*Socket)(e).devs.All() {
 		d.Close()
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/udptunnel/udptunnel/e2e"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
+	"github.com/udptunnel/udptunnel/internal/tunneltest"
 	"github.com/udptunnel/udptunnel/stack"
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
@@ -46,20 +47,19 @@ type host struct {
 // test ends.
 func newHost(t testing.TB, ep stack.LinkEndpoint, outer netip.Prefix) *host {
 	t.Helper()
-	st := stack.New(stack.Options{})
-	t.Cleanup(st.Close)
-	nic, err := st.AddNIC(ep, stack.NICOptions{Name: "underlay"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.AddAddress(nic, outer); err != nil {
-		t.Fatal(err)
-	}
+	st, nic := tunneltest.NewStack(t, ep, outer)
+	return withSocket(t, st, nic, outer.Addr())
+}
+
+// withSocket returns a host on st (underlay NIC nic with address outer)
+// with a VXLAN socket on the default port.
+func withSocket(t testing.TB, st *stack.Stack, nic stack.NICID, outer netip.Addr) *host {
+	t.Helper()
 	sock, err := vxlan.OpenSocket(st, vxlan.SocketConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &host{st: st, under: nic, sock: sock, outer: outer.Addr()}
+	return &host{st: st, under: nic, sock: sock, outer: outer}
 }
 
 // addDevice adds a device with configuration c to h's socket, in h's own
@@ -96,18 +96,14 @@ func pair(t testing.TB, tp topo, cfg func(i int, c *vxlan.Config)) [2]*host {
 		tp.mtu = 1500
 	}
 	tp.opts.MTU = tp.mtu
-	a, b, err := memlink.NewPair(tp.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	outer := [2]netip.Prefix{netip.MustParsePrefix("fd00::1/64"), netip.MustParsePrefix("fd00::2/64")}
 	if tp.outer4 {
-		outer = [2]netip.Prefix{netip.MustParsePrefix("10.99.0.1/24"), netip.MustParsePrefix("10.99.0.2/24")}
+		outer = tunneltest.Outer4
 	}
 	var hs [2]*host
-	for i, ep := range []*memlink.Endpoint{a, b} {
-		h := newHost(t, ep, outer[i])
-		h.wire = ep
+	for i, u := range tunneltest.Pair(t, tp.opts, outer) {
+		h := withSocket(t, u.St, u.NIC, u.Outer)
+		h.wire = u.Wire
 		c := vxlan.Config{VNI: 42, Remotes: []netip.Addr{outer[1-i].Addr()}, UnderlayMTU: tp.mtu}
 		if cfg != nil {
 			cfg(i, &c)
@@ -117,9 +113,6 @@ func pair(t testing.TB, tp topo, cfg func(i int, c *vxlan.Config)) [2]*host {
 			netip.MustParsePrefix(fmt.Sprintf("fd42::%d/64", i+1)))
 		hs[i] = h
 	}
-	// Cleanups run last-in first-out: close the wire before the stacks, as
-	// memlink's teardown note asks.
-	t.Cleanup(func() { a.Close(); b.Close() })
 	return hs
 }
 
@@ -190,19 +183,6 @@ func listenUDP(t testing.TB, st *stack.Stack, ap netip.AddrPort) net.PacketConn 
 	return pc
 }
 
-// sendUDP sends one datagram from st to dst from an ephemeral port.
-func sendUDP(t testing.TB, st *stack.Stack, dst netip.AddrPort, payload []byte) {
-	t.Helper()
-	c, err := st.DialUDP(dst)
-	if err != nil {
-		t.Fatalf("dial UDP %v: %v", dst, err)
-	}
-	defer c.Close()
-	if _, err := c.Write(payload); err != nil {
-		t.Fatalf("send UDP to %v: %v", dst, err)
-	}
-}
-
 // recvUDP reads one datagram from pc and checks that it is want.
 func recvUDP(t testing.TB, pc net.PacketConn, want []byte) {
 	t.Helper()
@@ -227,38 +207,8 @@ func noUDP(t testing.TB, pc net.PacketConn, d time.Duration) {
 	}
 }
 
-// counts is the part of a stack.Stats delta the tests compare: packets and
-// non-zero drops by reason.
-type counts struct {
-	Rx, Tx uint64
-	Drops  map[stack.DropReason]uint64
-}
-
-// since returns the change of c since the snapshot before.
-func since(before stack.Stats, c *stack.Counters) counts {
-	now := c.Stats()
-	d := counts{Rx: now.RxPackets - before.RxPackets, Tx: now.TxPackets - before.TxPackets}
-	for _, r := range stack.DropReasons() {
-		if n := now.Dropped(r) - before.Dropped(r); n != 0 {
-			if d.Drops == nil {
-				d.Drops = map[stack.DropReason]uint64{}
-			}
-			d.Drops[r] = n
-		}
-	}
-	return d
-}
-
-// checkCounts compares a counter delta with want, exactly.
-func checkCounts(t testing.TB, what string, got, want counts) {
-	t.Helper()
-	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("%s counters moved unexpectedly (-want +got):\n%s", what, diff)
-	}
-}
-
 // checkDrops compares only the drops of a counter delta with want, exactly.
-func checkDrops(t testing.TB, what string, got counts, want map[stack.DropReason]uint64) {
+func checkDrops(t testing.TB, what string, got tunneltest.Counts, want map[stack.DropReason]uint64) {
 	t.Helper()
 	if diff := cmp.Diff(want, got.Drops, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("%s drops (-want +got):\n%s", what, diff)

@@ -37,7 +37,7 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 		Device:     stack.NICID(d.nic.Load()),
 	}
 	if d.cfg.TOSInherit {
-		p.TOS = innerTOS(pkt)
+		p.TOS = stack.InnerTOS(pkt)
 	}
 	var err error
 	for _, r := range remotes {
@@ -59,18 +59,4 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 		}
 	}
 	return err
-}
-
-// innerTOS returns the inner IP header's TOS or traffic class.
-func innerTOS(pkt *stack.PacketBuffer) uint8 {
-	nh := pkt.NetworkHeader().Slice()
-	switch {
-	case pkt.NetworkProtocolNumber == header.IPv4ProtocolNumber && len(nh) >= header.IPv4MinimumSize:
-		tos, _ := header.IPv4(nh).TOS()
-		return tos
-	case pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber && len(nh) >= header.IPv6MinimumSize:
-		tc, _ := header.IPv6(nh).TOS()
-		return tc
-	}
-	return 0
 }

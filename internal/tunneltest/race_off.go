@@ -1,5 +1,5 @@
 //go:build !race
 
-package vxlan
+package tunneltest
 
 const raceEnabled = false

@@ -1,6 +1,6 @@
 //go:build race
 
-package l2tp
+package tunneltest
 
 // raceEnabled: the race detector makes sync.Pool drop items, so pooled
 // packet buffers allocate and allocation counts mean nothing.

@@ -1,5 +1,0 @@
-//go:build !race
-
-package bareudp
-
-const raceEnabled = false

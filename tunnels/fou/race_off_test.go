@@ -1,5 +1,0 @@
-//go:build !race
-
-package fou
-
-const raceEnabled = false

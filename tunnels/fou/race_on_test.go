@@ -1,7 +1,0 @@
-//go:build race
-
-package fou
-
-// raceEnabled: the race detector makes sync.Pool drop items, so pooled
-// packet buffers allocate and allocation counts mean nothing.
-const raceEnabled = true

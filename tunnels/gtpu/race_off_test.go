@@ -1,5 +1,0 @@
-//go:build !race
-
-package gtpu
-
-const raceEnabled = false

@@ -1,5 +1,0 @@
-//go:build !race
-
-package l2tp
-
-const raceEnabled = false
