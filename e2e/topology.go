@@ -587,19 +587,30 @@ func (t *Topology) Close() error {
 	return errors.Join(errs...)
 }
 
-// routerPort is a router's NIC. It forwards the common IPv4 case itself
-// (unicast, not for the router, TTL left, fits the next wire, a raw-IP wire
-// both ways) and leaves the rest to gVisor's forwarding: IPv6, and
-// everything that needs an ICMP error, fragmentation or neighbour
-// resolution. The reason is a use after free in gVisor's IPv4 forwarding
-// (the pinned version's forwardPacketWithRoute): it takes the IPv4 header as
-// a slice, then DeepCopyForForwarding pulls the header up again, which moves
-// it to a new chunk and lets the old one go back to the chunk pool when the
-// copy's temporary buffer is released, and then it reads the TTL through
-// the stale slice. The race detector reports that as soon as another
-// goroutine takes the chunk from the pool, which a TCP transfer through an
-// IPv4 router makes likely. IPv6 forwarding reads the hop limit before the
-// copy.
+// routerPort is a router's NIC. It works around two faults of gVisor's
+// forwarding (in the pinned version) so that routers are sound under the
+// race detector and useful for path MTU discovery:
+//
+//   - A use after free in IPv4's forwardPacketWithRoute: it takes the IPv4
+//     header as a slice, then DeepCopyForForwarding pulls the header up
+//     again, which moves it to a new chunk and lets the old one go back to
+//     the chunk pool when the copy's temporary buffer is released, and then
+//     it reads the TTL through the stale slice. The race detector reports
+//     that as soon as another goroutine takes the chunk from the pool, which
+//     a TCP transfer through an IPv4 router makes likely. So routerPort
+//     forwards the common IPv4 case itself (unicast, not for the router, TTL
+//     left, fits the next wire, raw-IP wires both ways) and hands gVisor the
+//     rest (what needs an ICMP error or fragmentation) in a chunk larger than
+//     gVisor pools, which the stale slice can read safely: the garbage
+//     collector frees it, nothing reuses it. IPv6 forwarding reads the hop
+//     limit before the copy and is left alone.
+//   - IPv6 "packet too big" messages sent with an MTU of 0: gVisor's
+//     returnError has no MTU for icmpReasonPacketTooBig. routerPort fills in
+//     the MTU of the route to the quoted packet's destination, as RFC 4443
+//     section 3.2 asks, and fixes the checksum.
+//
+// Routers on a LAN (Hub) ports are not covered: their frames reach gVisor
+// as they came.
 type routerPort struct {
 	nested.Endpoint
 	lower stack.LinkEndpoint
@@ -615,9 +626,21 @@ func newRouterPort(n *Node, lower stack.LinkEndpoint, lan bool) *routerPort {
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher.
 func (p *routerPort) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
-	if proto != ipv4.ProtocolNumber || p.lan || !p.forward(pkt) {
+	if proto != ipv4.ProtocolNumber || p.lan {
 		p.Endpoint.DeliverNetworkPacket(proto, pkt)
+		return
 	}
+	if p.forward(pkt) {
+		return
+	}
+	v := buffer.NewView(buffer.MaxChunkSize + 1) // not pooled: see above
+	for _, s := range pkt.AsSlices() {
+		v.Write(s)
+	}
+	own := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithView(v)})
+	own.NetworkProtocolNumber = proto
+	p.Endpoint.DeliverNetworkPacket(proto, own)
+	own.DecRef()
 }
 
 // forward forwards pkt, an IPv4 packet, if it is the common case, and
@@ -648,13 +671,73 @@ func (p *routerPort) forward(pkt *stack.PacketBuffer) bool {
 	h.SetTTL(h.TTL() - 1)
 	h.SetChecksum(0)
 	h.SetChecksum(^h.CalculateChecksum())
-	fwd := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-	fwd.NetworkProtocolNumber = ipv4.ProtocolNumber
-	var pkts gstack.PacketBufferList
-	pkts.PushBack(fwd)
-	port.lower.WritePackets(pkts)
-	pkts.DecRef()
+	port.write(b)
 	return true
+}
+
+// write sends one packet, b, on the port's wire.
+func (p *routerPort) write(b []byte) {
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	if header.IPVersion(b) == header.IPv6Version {
+		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	}
+	var pkts gstack.PacketBufferList
+	pkts.PushBack(pkt)
+	p.lower.WritePackets(pkts)
+	pkts.DecRef()
+}
+
+// WritePackets implements stack.LinkWriter: it fills in the MTU of the
+// router's ICMPv6 "packet too big" messages.
+func (p *routerPort) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	var rest gstack.PacketBufferList
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if b, ok := p.fixPacketTooBig(pkt); ok {
+			p.write(b)
+			n++
+			continue
+		}
+		rest.PushBack(pkt)
+	}
+	if rest.Len() == 0 {
+		return n, nil
+	}
+	m, err := p.Endpoint.WritePackets(rest)
+	return n + m, err
+}
+
+// fixPacketTooBig returns a copy of pkt with the MTU set if pkt is an
+// ICMPv6 "packet too big" message with an MTU of 0.
+func (p *routerPort) fixPacketTooBig(pkt *stack.PacketBuffer) ([]byte, bool) {
+	if pkt.NetworkProtocolNumber != header.IPv6ProtocolNumber || p.lan {
+		return nil, false
+	}
+	if nh := header.IPv6(pkt.NetworkHeader().Slice()); len(nh) < header.IPv6MinimumSize || nh.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		return nil, false // the cheap test first: forwarded packets go by here
+	}
+	b := pkt.ToView().AsSlice()
+	ip := header.IPv6(b)
+	if !ip.IsValid(len(b)) || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+		return nil, false
+	}
+	icmp := header.ICMPv6(ip.Payload())
+	if len(icmp) < header.ICMPv6PacketTooBigMinimumSize+header.IPv6MinimumSize || icmp.Type() != header.ICMPv6PacketTooBig || icmp.MTU() != 0 {
+		return nil, false
+	}
+	quoted := header.IPv6(icmp.Payload())
+	r, err := p.node.Stack.GVisor().FindRoute(0, tcpip.Address{}, quoted.DestinationAddress(), ipv6.ProtocolNumber, false)
+	if err != nil {
+		return nil, false
+	}
+	icmp.SetMTU(r.MTU())
+	r.Release()
+	icmp.SetChecksum(0)
+	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{
+		Header: icmp, Src: ip.SourceAddress(), Dst: ip.DestinationAddress(),
+	}))
+	return b, true
 }
 
 // Counters describes what every wire end carried and dropped and what every
