@@ -2,12 +2,14 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/google/gopacket/layers"
 	"github.com/udptunnel/udptunnel/e2e"
+	"go.uber.org/goleak"
 )
 
 var (
@@ -219,5 +221,59 @@ func TestTopologyErrors(t *testing.T) {
 				t.Errorf("Start error %q, want it to start with %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestTopologyCloseLeaks: a topology with a router, a LAN, captures and a
+// tunnel leaves no goroutine behind once closed.
+func TestTopologyCloseLeaks(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	topo := newRoutedTopology(e2e.VXLAN, false, e2e.WireOptions{}, e2e.WireOptions{}, e2e.OverlayConfig{})
+	c := topo.Host("c")
+	lan := topo.LAN(e2e.WireOptions{}, topo.B, c)
+	topo.Address(c, lan, mp("10.3.0.2/24"))
+	topo.Address(topo.B, lan, mp("10.3.0.1/24"))
+	topo.Capture(topo.R, topo.AR)
+	if err := topo.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e2e.Ping(ctx, topo.A.Stack, topo.Tunnel.B.Inner4, 1, time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, err := e2e.Ping(ctx, topo.B.Stack, ma("10.3.0.2"), 1, time.Second); err != nil {
+		t.Error(err)
+	}
+	if err := topo.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestRequestResponseBadReply: a reply that differs from its request fails
+// with ErrBadReply.
+func TestRequestResponseBadReply(t *testing.T) {
+	_, _, tun := pairTopology(t, "vxlan", e2e.WireOptions{})
+	dst := netip.AddrPortFrom(tun.B.Inner4, 7)
+	pc, err := tun.B.Stack.ListenUDP(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() { // an echo server that flips the last byte
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			buf[n-1] ^= 1
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e2e.RequestResponse(ctx, tun.A.Stack, dst, 3, 100, time.Second); !errors.Is(err, e2e.ErrBadReply) {
+		t.Fatalf("RequestResponse to a corrupting echo: %v, want ErrBadReply", err)
 	}
 }
