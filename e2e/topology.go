@@ -37,6 +37,8 @@ import (
 // between its wires and answers what it cannot forward with ICMP errors
 // (gVisor's forwarding path: "fragmentation needed" for an IPv4 packet with
 // DF over the next wire's MTU, "packet too big" for IPv6, "time exceeded").
+// Each router NIC works around two faults of gVisor's forwarding: see
+// routerPort.
 // Wires are memlink pairs, or a memlink Hub with Ethernet and ARP for a LAN
 // of more nodes. Tunnels are built by a TunnelFunc, the same one NewOverlay
 // uses, on any two nodes with the outer addresses given.
@@ -58,7 +60,7 @@ type Topology struct {
 
 type addressDecl struct {
 	node *Node
-	wire *Wire // nil: on a tunnel, see TunnelOptions
+	wire *Wire
 	p    netip.Prefix
 }
 
@@ -249,8 +251,6 @@ type Tunnel struct {
 	nodeA       *Node
 	nodeB       *Node
 	cfgA, cfgB  OverlayConfig
-	innerA      []netip.Prefix
-	innerB      []netip.Prefix
 	t           *Topology
 	description string
 }
@@ -442,7 +442,7 @@ func (t *Topology) nicFor(n *Node, addr netip.Addr, tunnels bool) (stack.NICID, 
 	return 0, false
 }
 
-// underlayOf finds the wire and NIC carrying n's address addr.
+// underlayOf finds the wire carrying n's address addr.
 func (t *Topology) underlayOf(n *Node, addr netip.Addr) (*Wire, bool) {
 	for _, a := range t.addrs {
 		if a.node == n && a.p.Addr() == addr {
@@ -495,7 +495,6 @@ func (tu *Tunnel) start() error {
 		cfg.IPv6Underlay = end.h.Outer.Is6()
 		*end.cfg = cfg
 	}
-	tu.innerA, tu.innerB = o.InnerA, o.InnerB
 	for _, h := range []*Host{tu.A, tu.B} {
 		if err := tu.open(h); err != nil {
 			return err
@@ -506,9 +505,9 @@ func (tu *Tunnel) start() error {
 
 // open builds end h of the tunnel and gives its device its addresses.
 func (tu *Tunnel) open(h *Host) error {
-	cfg, inner := tu.cfgA, tu.innerA
+	cfg, inner := tu.cfgA, tu.opts.InnerA
 	if h == tu.B {
-		cfg, inner = tu.cfgB, tu.innerB
+		cfg, inner = tu.cfgB, tu.opts.InnerB
 	}
 	end, err := tu.proto(h, cfg)
 	if err != nil {
@@ -550,7 +549,13 @@ func (tu *Tunnel) Stop(h *Host) error {
 
 // Restart stops end h of the tunnel and builds it again with the same
 // configuration: a peer restarting. Connections of h's stack that used the
-// old device keep their cached routes to it.
+// old device keep their cached routes to it. An L2 device comes back with
+// a new MAC address, which the other end learns when h speaks first.
+//
+// Keep datagrams from arriving while h re-opens (take its wire down for a
+// moment, as TestFaultPeerRestart does): every protocol's OpenSocket
+// registers its port before it records the socket its receive path reads,
+// so a datagram in between is a data race.
 func (tu *Tunnel) Restart(h *Host) error {
 	if err := tu.Stop(h); err != nil {
 		return err
