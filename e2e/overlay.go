@@ -46,6 +46,13 @@ type OverlayConfig struct {
 	GSO bool
 	// Learning turns on FDB learning on both devices (VXLAN).
 	Learning bool
+	// DF sets the outer IPv4 don't-fragment bit, so that a router on the
+	// path answers outer packets over its next hop's MTU with ICMP
+	// "fragmentation needed" instead of fragmenting them: the tunnel's
+	// path MTU discovery. An IPv6 underlay has no such bit (routers never
+	// fragment IPv6) and ignores it. Honoured by the TunnelFuncs whose
+	// protocol has a DF setting and that pass it on (VXLAN's does).
+	DF bool
 	// Capture, if set, receives a pcap stream (LINKTYPE_RAW) of every
 	// packet host a sends and receives on the wire: see endpoints/capture.
 	Capture io.Writer
@@ -118,6 +125,7 @@ func VXLAN(h *Host, cfg OverlayConfig) (TunnelEnd, error) {
 		Remotes:         []netip.Addr{h.Peer().Outer},
 		UnderlayMTU:     cfg.UnderlayMTU,
 		Learning:        cfg.Learning,
+		DF:              cfg.DF && !cfg.IPv6Underlay,
 		ChecksumOffload: cfg.ChecksumOffload,
 		GSO:             cfg.GSO,
 	})
