@@ -44,6 +44,7 @@ func bareUDP(h *Host, cfg OverlayConfig, c bareudp.Config) (TunnelEnd, error) {
 	}
 	c.Remote = h.Peer().Outer
 	c.UnderlayMTU = cfg.UnderlayMTU
+	c.DF = cfg.DF && !cfg.IPv6Underlay
 	c.ChecksumOffload = cfg.ChecksumOffload
 	c.GSO = cfg.GSO
 	d, err := s.AddDevice(nil, c)

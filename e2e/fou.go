@@ -34,6 +34,7 @@ func fouTunnel(h *Host, cfg OverlayConfig, sc fou.SocketConfig) (TunnelEnd, erro
 		Remote:          h.Peer().Outer,
 		Local:           h.Outer,
 		UnderlayMTU:     cfg.UnderlayMTU,
+		DF:              cfg.DF && !cfg.IPv6Underlay,
 		ChecksumOffload: cfg.ChecksumOffload,
 		GSO:             cfg.GSO,
 	}

@@ -30,6 +30,7 @@ func geneveEnd(h *Host, cfg OverlayConfig, l3 bool) (TunnelEnd, error) {
 		VNI:               geneve.VNI(cfg.VNI),
 		Remote:            h.Peer().Outer,
 		UnderlayMTU:       cfg.UnderlayMTU,
+		DF:                geneveDF(cfg),
 		InnerProtoInherit: l3,
 		ChecksumOffload:   cfg.ChecksumOffload,
 		GSO:               cfg.GSO,
@@ -39,4 +40,11 @@ func geneveEnd(h *Host, cfg OverlayConfig, l3 bool) (TunnelEnd, error) {
 		return TunnelEnd{}, err
 	}
 	return TunnelEnd{Device: d.Device, Socket: s.Tunnel()}, nil
+}
+
+func geneveDF(cfg OverlayConfig) geneve.DF {
+	if cfg.DF && !cfg.IPv6Underlay {
+		return geneve.DFSet
+	}
+	return geneve.DFUnset
 }

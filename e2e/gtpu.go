@@ -24,6 +24,7 @@ func GTPU(h *Host, cfg OverlayConfig) (TunnelEnd, error) {
 	d, err := sock.AddDevice(nil, gtpu.Config{
 		Role:            gtpu.RoleGGSN,
 		UnderlayMTU:     cfg.UnderlayMTU,
+		DF:              cfg.DF && !cfg.IPv6Underlay,
 		ChecksumOffload: cfg.ChecksumOffload,
 		GSO:             cfg.GSO,
 		Sessions: []gtpu.Session{{

@@ -30,6 +30,7 @@ func L2TP(h *Host, cfg OverlayConfig) (TunnelEnd, error) {
 		L2Spec:          l2tp.L2SpecDefault,
 		Seq:             l2tp.SeqBoth,
 		UnderlayMTU:     cfg.UnderlayMTU,
+		DF:              cfg.DF && !cfg.IPv6Underlay,
 		ChecksumOffload: cfg.ChecksumOffload,
 		GSO:             cfg.GSO,
 	})
