@@ -84,6 +84,14 @@ type EncapCloser interface {
 	CloseEncap()
 }
 
+// EncapBinder is implemented by an Encap that keeps its socket: BindSocket
+// is called once by OpenTunnelSocket, before the port can deliver a
+// datagram, so that Receive never sees the socket unset. (Assigning the
+// socket after OpenTunnelSocket returns races with the first datagram.)
+type EncapBinder interface {
+	BindSocket(so *Socket)
+}
+
 // ICMPErrorKind classifies an ICMP error for an outer flow.
 type ICMPErrorKind int
 
@@ -251,6 +259,9 @@ func (s *Stack) OpenTunnelSocket(cfg SocketConfig, encap Encap) (*Socket, error)
 		return nil, fmt.Errorf("local port %d: %w", cfg.Local.Port(), tcpipErr(terr))
 	}
 	so.res.Port = port
+	if b, ok := encap.(EncapBinder); ok {
+		b.BindSocket(so)
+	}
 	so.id = gstack.TransportEndpointID{
 		LocalPort:     port,
 		LocalAddress:  tcpipAddr(local),

@@ -531,3 +531,40 @@ func TestVerdictResubmitProtocol(t *testing.T) {
 		})
 	}
 }
+
+// binder records the socket BindSocket gave it and checks, from Receive,
+// that it had it before the first datagram.
+type binder struct {
+	recorder
+	bound   *stack.Socket
+	calls   int
+	unbound int
+}
+
+func (b *binder) BindSocket(so *stack.Socket) { b.bound, b.calls = so, b.calls+1 }
+
+func (b *binder) Receive(pkt *stack.PacketBuffer, src, dst netip.AddrPort) stack.Verdict {
+	if b.bound == nil {
+		b.unbound++
+	}
+	return b.recorder.Receive(pkt, src, dst)
+}
+
+// TestEncapBinder checks that OpenTunnelSocket hands an EncapBinder its
+// socket once, and that it is the socket returned.
+func TestEncapBinder(t *testing.T) {
+	h := newWireHost(t, 0)
+	b := &binder{recorder: recorder{verdict: stack.Consumed}}
+	so, err := h.st.OpenTunnelSocket(stack.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, 7001)}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer so.Close()
+	if b.calls != 1 || b.bound != so {
+		t.Fatalf("BindSocket called %d times with %p; want once with %p", b.calls, b.bound, so)
+	}
+	h.inject(udpPacket(netip.AddrPortFrom(peer4, 1001), netip.AddrPortFrom(local4, 7001), pattern(10, 1), csumGood))
+	if n := len(b.received()); n != 1 || b.unbound != 0 {
+		t.Errorf("received %d datagrams, %d before the socket was bound; want 1, 0", n, b.unbound)
+	}
+}

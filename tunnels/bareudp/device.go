@@ -75,7 +75,8 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 		return nil, fmt.Errorf("bareudp socket port: %w: required (MPLSPort %d for MPLS-in-UDP)", stack.ErrInvalid, MPLSPort)
 	}
 	s := &Socket{}
-	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
+	// The encap's BindSocket sets s.sock before the first datagram.
+	_, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
 		Checksum: cfg.Checksum,
@@ -83,7 +84,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bareudp socket: %w", err)
 	}
-	s.sock = sock
 	return s, nil
 }
 

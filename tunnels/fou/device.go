@@ -105,12 +105,11 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if cfg.Type == TypeGUE {
 		e = (*gueEncap)(s)
 	}
-	sock, err := st.OpenTunnelSocket(stack.SocketConfig{Local: cfg.Local, NIC: cfg.NIC, Checksum: cfg.Checksum}, e)
+	_, err = st.OpenTunnelSocket(stack.SocketConfig{Local: cfg.Local, NIC: cfg.NIC, Checksum: cfg.Checksum}, e) // e.BindSocket sets s.sock
 	if err != nil {
 		reg.release(protos)
 		return nil, fmt.Errorf("%v socket: %w", cfg.Type, err)
 	}
-	s.sock = sock
 	return s, nil
 }
 

@@ -17,8 +17,16 @@ import (
 // fouEncap is a FOU Socket's stack.Encap face.
 type fouEncap Socket
 
+// BindSocket implements stack.EncapBinder: the socket is known before its
+// first datagram.
+func (e *fouEncap) BindSocket(so *stack.Socket) { e.sock = so }
+
 // gueEncap is a GUE Socket's stack.Encap face.
 type gueEncap Socket
+
+// BindSocket implements stack.EncapBinder: the socket is known before its
+// first datagram.
+func (e *gueEncap) BindSocket(so *stack.Socket) { e.sock = so }
 
 var (
 	_ stack.Encap         = (*fouEncap)(nil)

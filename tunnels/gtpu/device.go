@@ -82,7 +82,8 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	s.tokens, s.lastRefill = s.errIndRate, time.Now()
 	empty := map[TEID]teidEntry{}
 	s.teids.Store(&empty)
-	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
+	// The encap's BindSocket sets s.sock before the first datagram.
+	_, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
 		Checksum: cfg.Checksum,
@@ -91,7 +92,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gtpu socket: %w", err)
 	}
-	s.sock = sock
 	return s, nil
 }
 

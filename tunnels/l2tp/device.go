@@ -72,7 +72,8 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if a := cfg.Local.Addr(); a.IsValid() && !a.IsUnspecified() {
 		s.src = a.Unmap()
 	}
-	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
+	// The encap's BindSocket sets s.sock before the first datagram.
+	_, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		Peer:     netip.AddrPortFrom(cfg.Remote.Addr().Unmap(), cfg.Remote.Port()),
 		NIC:      cfg.NIC,
@@ -82,7 +83,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l2tp socket: %w", err)
 	}
-	s.sock = sock
 	return s, nil
 }
 

@@ -19,6 +19,10 @@ import (
 // encap is the Socket's stack.Encap face.
 type encap Socket
 
+// BindSocket implements stack.EncapBinder: the socket is known before its
+// first datagram.
+func (e *encap) BindSocket(so *stack.Socket) { e.sock = so }
+
 var _ stack.Encap = (*encap)(nil)
 var _ stack.ErrorReceiver = (*encap)(nil)
 var _ stack.ErrorLookup = (*encap)(nil)

@@ -42,7 +42,8 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 		cfg.Local = netip.AddrPortFrom(cfg.Local.Addr(), DefaultPort)
 	}
 	s := &Socket{}
-	sock, err := st.OpenTunnelSocket(stack.SocketConfig{
+	// The encap's BindSocket sets s.sock before the first datagram.
+	_, err := st.OpenTunnelSocket(stack.SocketConfig{
 		Local:    cfg.Local,
 		NIC:      cfg.NIC,
 		Checksum: cfg.Checksum,
@@ -50,7 +51,6 @@ func OpenSocket(st *stack.Stack, cfg SocketConfig) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vxlan socket: %w", err)
 	}
-	s.sock = sock
 	return s, nil
 }
 
