@@ -175,10 +175,18 @@ type icmpTap Stack
 func (t *icmpTap) HandlePacket(pkt *PacketBuffer) {
 	// gVisor has parsed the ICMP header into the transport header; the
 	// data is the quoted datagram.
-	icmp := pkt.TransportHeader().Slice()
-	if len(icmp) != header.ICMPv4MinimumSize { // ICMPv6's is the same size
+	//
+	// The header is copied first: pulling the data up may merge the chunk
+	// the header view points into and release it to the pool, after which
+	// the view would read another packet's bytes (the race detector caught
+	// exactly that).
+	var icmpHdr [header.ICMPv4MinimumSize]byte // ICMPv6's is the same size
+	th := pkt.TransportHeader().Slice()
+	if len(th) != len(icmpHdr) {
 		return
 	}
+	copy(icmpHdr[:], th)
+	icmp := icmpHdr[:]
 	data, ok := pkt.Data().PullUp(pkt.Data().Size())
 	if !ok {
 		return
