@@ -183,17 +183,10 @@ func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
 		}
 	}
 	t.Logf("kernel vx42 %s", p.txChecksumming)
-	p.ns.Run(t, "ip", "addr", "add", overlayKernel.String(), "dev", "vx42")
-	p.ns.Run(t, "ip", "link", "set", "vx42", "up")
-	var links []ipLink
-	if err := json.Unmarshal([]byte(p.ns.Run(t, "ip", "-j", "link", "show", "vx42")), &links); err != nil || len(links) != 1 {
-		t.Fatalf("ip -j link show vx42: %v (%d links)", err, len(links))
-	}
-	if p.kernelMAC, err = vxlan.ParseMAC(links[0].Address); err != nil {
-		t.Fatal(err)
-	}
-	p.kernelMTU = links[0].MTU
-
+	// Our socket opens before vx42 comes up: the kernel floods its first
+	// IPv6 neighbour discovery to us at once, and a datagram that found no
+	// socket would be answered with port unreachable and, with a zero
+	// checksum, counted by gVisor as a checksum error.
 	if p.sock, err = vxlan.OpenSocket(p.st, vxlan.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, p.port), Checksum: tc.ourChecksum}); err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +202,17 @@ func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
 	if err := p.st.AddAddress(p.dev.NIC(), overlayUs); err != nil {
 		t.Fatal(err)
 	}
+	p.ns.Run(t, "ip", "addr", "add", overlayKernel.String(), "dev", "vx42")
+	p.ns.Run(t, "ip", "link", "set", "vx42", "up")
+	var links []ipLink
+	if err := json.Unmarshal([]byte(p.ns.Run(t, "ip", "-j", "link", "show", "vx42")), &links); err != nil || len(links) != 1 {
+		t.Fatalf("ip -j link show vx42: %v (%d links)", err, len(links))
+	}
+	if p.kernelMAC, err = vxlan.ParseMAC(links[0].Address); err != nil {
+		t.Fatal(err)
+	}
+	p.kernelMTU = links[0].MTU
+
 	return p
 }
 
