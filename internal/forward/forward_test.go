@@ -547,12 +547,16 @@ func TestShutdown(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- f.Shutdown(ctx) }()
+			// Probe for the closed listener by binding its port, not by
+			// dialing it: a probe dial that won the race with the close
+			// would open a session whose far end nobody accepts, and the
+			// drain would wait for it.
 			waitFor(t, "listener closed", func() bool {
-				c, err := net.Dial("tcp", f.Addr().String())
+				l, err := net.Listen("tcp", f.Addr().String())
 				if err == nil {
-					c.Close()
+					l.Close()
 				}
-				return err != nil
+				return err == nil
 			})
 			if drain {
 				io.WriteString(c, "after shutdown")
