@@ -477,12 +477,14 @@ func TestShutdown(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() { done <- s.Shutdown(ctx) }()
+			// Probe by binding the port, not by dialing it: a probe that
+			// beat the close would be one more connection to drain.
 			waitFor(t, "listener closed", func() bool {
-				c, err := net.Dial("tcp", proxy)
+				l, err := net.Listen("tcp", proxy)
 				if err == nil {
-					c.Close()
+					l.Close()
 				}
-				return err != nil
+				return err == nil
 			})
 			if drain {
 				// The tunnel still carries data, then both ends close.
