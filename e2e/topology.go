@@ -450,6 +450,7 @@ func (t *Topology) checkKernel() error {
 	if t.tb == nil {
 		return fmt.Errorf("kernel nodes %s: need a test to skip and to clean up after: make the topology with NewTopologyT", strings.Join(kernel, ", "))
 	}
+	t.tb.Helper()
 	return t.kernelPrereqs(kernel)
 }
 
@@ -462,6 +463,7 @@ func (t *Topology) Start() (err error) {
 	}
 	t.started = true
 	if t.tb != nil {
+		t.tb.Helper()
 		t.tb.Cleanup(func() {
 			if err := t.Close(); err != nil {
 				t.tb.Errorf("e2e: closing the topology: %v", err)

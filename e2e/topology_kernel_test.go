@@ -4,6 +4,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -86,29 +87,42 @@ func checkStackKernel(t *testing.T, topo *e2e.Topology, a, k *e2e.Node) {
 }
 
 // TestKernelTopologyTUN: in-process host A joined to kernel host K by a
-// TUN device in K's namespace, the kernel's VXLAN on K and ours on A.
+// TUN device in K's namespace, the kernel's VXLAN on K and ours on A, over
+// an IPv4 and an IPv6 underlay.
 //
-//	A (stack) 10.71.0.1 ==TUN== 10.71.0.2 K (netns)
+//	A (stack) 10.71.0.1 ==TUN== 10.71.0.2 K (netns)   (fd00:71::1, fd00:71::2)
 //	VXLAN 42: 192.168.77.1 (A) <-> 192.168.77.2 (K's vx42)
 func TestKernelTopologyTUN(t *testing.T) {
-	topo := e2e.NewTopologyT(t)
-	a, k := topo.Host("a"), topo.KernelHost("k")
-	w := topo.Wire(a, k, e2e.WireOptions{})
-	topo.Address(a, w, mp("10.71.0.1/24"))
-	topo.Address(k, w, mp("10.71.0.2/24"))
-	tu := topo.Tunnel(a, k, e2e.VXLAN, vxlanOptions(ma("10.71.0.1"), ma("10.71.0.2")))
-	if err := topo.Start(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name     string
+		a, k     netip.Prefix
+		innerMTU uint32
+	}{
+		{"ipv4-underlay", mp("10.71.0.1/24"), mp("10.71.0.2/24"), 1450},
+		{"ipv6-underlay", mp("fd00:71::1/64"), mp("fd00:71::2/64"), 1430},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			topo := e2e.NewTopologyT(t)
+			a, k := topo.Host("a"), topo.KernelHost("k")
+			w := topo.Wire(a, k, e2e.WireOptions{})
+			topo.Address(a, w, tc.a)
+			topo.Address(k, w, tc.k)
+			tu := topo.Tunnel(a, k, e2e.VXLAN, vxlanOptions(tc.a.Addr(), tc.k.Addr()))
+			if err := topo.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer topo.Close()
+			if got := tu.Interface(k); got != "vx42" {
+				t.Errorf("kernel VXLAN device %q, want vx42", got)
+			}
+			// Both ends derive the overlay MTU from the 1500-byte underlay.
+			out := strings.TrimSpace(k.Netns().Run(t, "cat", "/sys/class/net/vx42/mtu"))
+			if out != fmt.Sprint(tc.innerMTU) || tu.A.Tunnel.InnerMTU() != tc.innerMTU {
+				t.Errorf("overlay MTU: kernel %s, ours %d, want %d both", out, tu.A.Tunnel.InnerMTU(), tc.innerMTU)
+			}
+			checkStackKernel(t, topo, a, k)
+		})
 	}
-	defer topo.Close()
-	if got := tu.Interface(k); got != "vx42" {
-		t.Errorf("kernel VXLAN device %q, want vx42", got)
-	}
-	// Both ends derive the overlay MTU from the 1500-byte underlay.
-	if out := k.Netns().Run(t, "cat", "/sys/class/net/vx42/mtu"); strings.TrimSpace(out) != "1450" || tu.A.Tunnel.InnerMTU() != 1450 {
-		t.Errorf("overlay MTU: kernel %s, ours %d, want 1450 both", strings.TrimSpace(out), tu.A.Tunnel.InnerMTU())
-	}
-	checkStackKernel(t, topo, a, k)
 }
 
 // TestKernelTopologyRouted: two kernel hosts joined by a veth pair, an
@@ -133,6 +147,10 @@ func TestKernelTopologyRouted(t *testing.T) {
 	// stands for 172.16.77.0/24.
 	topo.Route(k2, mp("172.16.77.0/24"), ktInnerA.Addr())
 	tu := topo.Tunnel(u, k2, e2e.VXLAN, vxlanOptions(ma("10.72.1.1"), ma("10.72.2.2")))
+	// And a kernel-to-kernel VXLAN (VNI 43) across the veth.
+	kt := topo.Tunnel(k1, k2, e2e.VXLAN, e2e.TunnelOptions{OuterA: ma("10.72.2.254"), OuterB: ma("10.72.2.2"),
+		InnerA: []netip.Prefix{mp("192.168.78.1/24")}, InnerB: []netip.Prefix{mp("192.168.78.2/24")},
+		Config: e2e.OverlayConfig{VNI: 43}})
 	if err := topo.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +174,12 @@ func TestKernelTopologyRouted(t *testing.T) {
 	}
 	if !strings.Contains(k2.Netns().Run(t, "ip", "route", "show", "172.16.77.0/24"), "via "+ktInnerA.Addr().String()+" dev vx42") {
 		t.Errorf("K2's route to 172.16.77.0/24 is not via the tunnel")
+	}
+	if kt.Interface(k1) != "vx43" || kt.Interface(k2) != "vx43" {
+		t.Errorf("kernel-to-kernel VXLAN devices %q and %q, want vx43", kt.Interface(k1), kt.Interface(k2))
+	}
+	if _, err := exec.LookPath("ping"); err == nil {
+		k1.Netns().Run(t, "ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.78.2")
 	}
 }
 
