@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"testing"
 
 	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/endpoints/memlink"
@@ -49,6 +50,11 @@ import (
 // (Node.Stack, Wire endpoints, Tunnel.A and B) are valid after Start. The
 // kernel analog is a selftest script's `ip netns add`, `ip link add type
 // veth`, `ip addr add` and `ip route add` lines.
+//
+// A topology made with NewTopologyT may also hold kernel nodes (KernelHost,
+// KernelRouter): network namespaces that Start creates and that Close, or
+// the test's cleanup after a failure, removes. See KernelHost for what
+// wires, addresses, routes and tunnels mean on them.
 type Topology struct {
 	nodes   []*Node
 	wires   []*Wire
@@ -56,6 +62,11 @@ type Topology struct {
 	routes  []routeDecl
 	tunnels []*Tunnel
 	started bool
+	closed  bool
+
+	// tb is the test of NewTopologyT: kernel nodes need it to skip
+	// without root and to remove their namespaces after a failure.
+	tb testing.TB
 }
 
 type addressDecl struct {
@@ -70,8 +81,17 @@ type routeDecl struct {
 	via  netip.Addr
 }
 
-// NewTopology returns an empty topology.
+// NewTopology returns an empty topology of in-process nodes. A topology
+// with kernel nodes needs NewTopologyT.
 func NewTopology() *Topology { return &Topology{} }
+
+// NewTopologyT returns an empty topology that belongs to the test tb, as
+// kernel nodes need: Start skips tb when something they need is missing
+// (root, the ip command, ...), saying what, and tb's cleanup closes the
+// topology, so that its namespaces are removed even when the test fails
+// before it calls Close. Call Start on tb's goroutine (tb.Skip ends it).
+// In-process nodes behave as with NewTopology.
+func NewTopologyT(tb testing.TB) *Topology { return &Topology{tb: tb} }
 
 // Node is a host or router of a Topology.
 type Node struct {
@@ -83,7 +103,11 @@ type Node struct {
 	Stack *stack.Stack
 	// StackOptions configure the stack (zero = defaults).
 	StackOptions stack.Options
+	// Kernel says the node is a kernel host: a network namespace, not a
+	// stack (Stack stays nil). See KernelHost.
+	Kernel bool
 
+	kernel  *kernelNode // a kernel node's namespace, after Start
 	portsMu sync.RWMutex
 	ports   map[stack.NICID]*routerPort // a router's NICs
 }
@@ -95,6 +119,39 @@ func (t *Topology) Host(name string) *Node { return t.node(name, false) }
 // forwarding on for every NIC, which sends ICMP errors for what it cannot
 // forward, as a Linux router with net.ipv4.ip_forward=1 does.
 func (t *Topology) Router(name string) *Node { return t.node(name, true) }
+
+// KernelHost declares a kernel host: a Linux network namespace that Start
+// creates (`ip netns add`, named after name, the process and a counter;
+// its loopback up) and Close removes, as does the cleanup of the test that
+// made the topology (NewTopologyT), pass or fail. On kernel nodes:
+//
+//   - A Wire to another kernel node is a veth pair; to an in-process node
+//     a TUN device in the namespace whose link endpoint is the in-process
+//     node's NIC, or with WireOptions.Kind WireHostUDP a hostudp bridge
+//     (see WireHostUDP). The kernel side's interface is named after the
+//     wire (Wire.Interface). LAN and Capture are in-process only.
+//   - Address runs `ip addr add` on the wire's interface, Route `ip route
+//     add`.
+//   - Tunnel supports VXLAN on a kernel end (the kernel's own VXLAN
+//     device, Tunnel.Interface); other protocols are refused.
+//
+// Everything the harness does to a kernel node stays inside its namespace.
+// It needs root and the ip command (iproute2); Start skips the test,
+// naming what is missing, otherwise.
+func (t *Topology) KernelHost(name string) *Node {
+	n := t.node(name, false)
+	n.Kernel = true
+	return n
+}
+
+// KernelRouter declares a kernel host that forwards: KernelHost with
+// net.ipv4.ip_forward and net.ipv6.conf.all.forwarding set in its
+// namespace.
+func (t *Topology) KernelRouter(name string) *Node {
+	n := t.node(name, true)
+	n.Kernel = true
+	return n
+}
 
 func (t *Topology) node(name string, router bool) *Node {
 	n := &Node{Name: name, Router: router, ports: map[stack.NICID]*routerPort{}}
@@ -117,7 +174,45 @@ type WireOptions struct {
 	Sync bool
 	// ChecksumOffload and GSO are memlink's offloads (memlink.Options).
 	ChecksumOffload, GSO bool
+	// Kind chooses what joins an in-process node to a kernel node (0 =
+	// WireAuto).
+	Kind WireKind
+	// HostUDPPorts are the UDP ports a WireHostUDP wire's sockets serve
+	// (nil = VXLAN's 4789): those of the tunnels over it.
+	HostUDPPorts []uint16
 }
+
+// WireKind says what a Wire is made of.
+type WireKind int
+
+const (
+	// WireAuto is a memlink pair (or Hub) between in-process nodes, a
+	// veth pair between kernel nodes, and a TUN device between an
+	// in-process node and a kernel node. Impairment works on memlink
+	// wires and, with `tc qdisc netem`, on veth pairs; MTU on all.
+	// QueueLen, Sync, ChecksumOffload and GSO are memlink's alone.
+	WireAuto WireKind = iota
+	// WireHostUDP joins an in-process node to a kernel node with a
+	// hostudp endpoint (endpoints/hostudp) as the in-process node's NIC,
+	// its host UDP sockets opened in the kernel node's namespace. The
+	// wire has no interface in the namespace: the in-process node's
+	// address on it (Address, one per family) is both its stack's
+	// address and the address its sockets bind in the kernel node,
+	// where Start adds it to the loopback device as a host address
+	// (/32, /128) unless another of the kernel node's wires already has
+	// it. The in-process node so shares the kernel node's routing: its
+	// outer packets leave by the kernel node's routes, and other kernel
+	// nodes reach it through the kernel node (a route to that address).
+	// The sockets serve the ports of the tunnels whose outer address it
+	// is (4789 for VXLAN). The kernel node gets no address on the wire.
+	//
+	// A tunnel between the two ends of a hostudp wire cannot use the
+	// kernel node's VXLAN: the kernel's VXLAN socket holds port 4789 on
+	// every address of the namespace, and it hands packets for a local
+	// address straight to a local VXLAN device (localbypass) rather
+	// than to a socket; put the kernel VXLAN on a node behind it.
+	WireHostUDP
+)
 
 // Wire is a link between nodes: a memlink pair between two, a memlink Hub
 // (a learning switch, Ethernet with ARP and NDP) for a LAN.
@@ -132,6 +227,10 @@ type Wire struct {
 	nics     []stack.NICID
 	captures []*Capture // per node, nil when not captured
 	hub      *memlink.Hub
+
+	kind   wireKind
+	ifname []string   // per kernel node: its interface's name
+	kw     kernelWire // what a wire with kernel ends opened
 }
 
 // Wire declares a point-to-point wire between a and b: a memlink pair, the
@@ -154,7 +253,8 @@ func (t *Topology) wire(nodes []*Node, opts WireOptions, lan bool) *Wire {
 		names[i] = n.Name
 	}
 	w := &Wire{Name: strings.Join(names, "-"), Nodes: nodes, opts: opts, lan: lan,
-		ends: make([]*memlink.Endpoint, len(nodes)), nics: make([]stack.NICID, len(nodes)), captures: make([]*Capture, len(nodes))}
+		ends: make([]*memlink.Endpoint, len(nodes)), nics: make([]stack.NICID, len(nodes)), captures: make([]*Capture, len(nodes)),
+		ifname: make([]string, len(nodes))}
 	t.wires = append(t.wires, w)
 	return w
 }
@@ -169,7 +269,8 @@ func (w *Wire) index(n *Node) int {
 }
 
 // Endpoint returns n's end of the wire (after Start), or nil if n is not on
-// it. Its Stats count what the wire carried and dropped.
+// it or the wire is not a memlink. Its Stats count what the wire carried
+// and dropped.
 func (w *Wire) Endpoint(n *Node) *memlink.Endpoint {
 	if i := w.index(n); i >= 0 {
 		return w.ends[i]
@@ -177,7 +278,8 @@ func (w *Wire) Endpoint(n *Node) *memlink.Endpoint {
 	return nil
 }
 
-// NIC returns the ID of n's NIC on the wire (after Start).
+// NIC returns the ID of n's NIC on the wire (after Start), 0 for a kernel
+// node.
 func (w *Wire) NIC(n *Node) stack.NICID {
 	if i := w.index(n); i >= 0 {
 		return w.nics[i]
@@ -187,13 +289,15 @@ func (w *Wire) NIC(n *Node) stack.NICID {
 
 // SetLinkUp takes every end of the wire down or up (memlink SetLinkUp):
 // while down, the wire drops whatever is sent over it, as if it had been
-// unplugged.
+// unplugged. On a kernel node it runs `ip link set IFACE down` (or up);
+// a hostudp wire has no link to take down and is left as it is.
 func (w *Wire) SetLinkUp(up bool) {
 	for _, e := range w.ends {
 		if e != nil {
 			e.SetLinkUp(up)
 		}
 	}
+	w.setKernelLinkUp(up)
 }
 
 // Capture declares a capture of what n sends and receives on w: the wire's
@@ -244,6 +348,8 @@ type Tunnel struct {
 	// A and B are the two ends, on the first and the second node (after
 	// Start). They are named "a" and "b" whatever the nodes' names: a
 	// TunnelFunc tells the ends apart by Host.Name.
+	// The end on a kernel node has no Stack, Tunnel or sockets: only its
+	// Name, Outer, Inner4 and Inner6 (its device is Interface).
 	A, B *Host
 
 	proto       TunnelFunc
@@ -253,6 +359,19 @@ type Tunnel struct {
 	cfgA, cfgB  OverlayConfig
 	t           *Topology
 	description string
+	ifname      [2]string // a kernel end's VXLAN device, by end
+}
+
+// Interface returns the name of the kernel's VXLAN device that is the
+// tunnel's end on kernel node n (after Start); "" for an in-process end.
+func (tu *Tunnel) Interface(n *Node) string {
+	switch n {
+	case tu.nodeA:
+		return tu.ifname[0]
+	case tu.nodeB:
+		return tu.ifname[1]
+	}
+	return ""
 }
 
 // Tunnel declares a tunnel between a and b built by proto (nil = VXLAN),
@@ -267,35 +386,147 @@ func (t *Topology) Tunnel(a, b *Node, proto TunnelFunc, opts TunnelOptions) *Tun
 	return tu
 }
 
+// wireKind is what Start builds a Wire of.
+type wireKind int
+
+const (
+	wireMemlink wireKind = iota
+	wireVeth
+	wireTUN
+	wireHostUDP
+)
+
+// Interface returns the name of kernel node n's interface on the wire
+// (after Start): the veth or TUN device in n's namespace; "" for an
+// in-process node or a hostudp wire.
+func (w *Wire) Interface(n *Node) string {
+	if i := w.index(n); i >= 0 {
+		return w.ifname[i]
+	}
+	return ""
+}
+
+// checkKernel resolves what each wire is made of and, if there are kernel
+// nodes, checks what they need, skipping the test when it is missing.
+func (t *Topology) checkKernel() error {
+	var kernel []string
+	for _, n := range t.nodes {
+		if n.Kernel {
+			kernel = append(kernel, n.Name)
+		}
+	}
+	for _, w := range t.wires {
+		var k []int // the kernel nodes' indexes
+		for i, n := range w.Nodes {
+			if n.Kernel {
+				k = append(k, i)
+			}
+		}
+		switch {
+		case w.opts.Kind == WireHostUDP && (len(w.Nodes) != 2 || len(k) != 1 || w.lan):
+			return fmt.Errorf("wire %s: a hostudp wire joins an in-process node to a kernel node", w.Name)
+		case len(k) == 0:
+			w.kind = wireMemlink
+		case w.lan:
+			return fmt.Errorf("wire %s: a LAN joins in-process nodes only", w.Name)
+		case len(w.Nodes) != 2:
+			return fmt.Errorf("wire %s: a wire joins 2 nodes, not %d", w.Name, len(w.Nodes))
+		case len(k) == 2:
+			w.kind = wireVeth
+		case w.opts.Kind == WireHostUDP:
+			w.kind = wireHostUDP
+		default:
+			w.kind = wireTUN
+		}
+		for _, i := range k {
+			if w.captures[i] != nil {
+				return fmt.Errorf("wire %s: capture on kernel node %s: run tshark or tcpdump in its namespace instead", w.Name, w.Nodes[i].Name)
+			}
+		}
+	}
+	if len(kernel) == 0 {
+		return nil
+	}
+	if t.tb == nil {
+		return fmt.Errorf("kernel nodes %s: need a test to skip and to clean up after: make the topology with NewTopologyT", strings.Join(kernel, ", "))
+	}
+	t.tb.Helper()
+	return t.kernelPrereqs(kernel)
+}
+
 // Start builds the topology. On error, what was built is torn down. Close
-// the topology when done.
+// the topology when done (a topology of NewTopologyT is also closed by its
+// test's cleanup).
 func (t *Topology) Start() (err error) {
 	if t.started {
 		return errors.New("e2e: topology started twice")
 	}
 	t.started = true
+	if t.tb != nil {
+		t.tb.Helper()
+		t.tb.Cleanup(func() {
+			if err := t.Close(); err != nil {
+				t.tb.Errorf("e2e: closing the topology: %v", err)
+			}
+		})
+	}
 	defer func() {
 		if err != nil {
 			t.Close()
 		}
 	}()
+	if err := t.checkKernel(); err != nil {
+		return err
+	}
 	for _, n := range t.nodes {
+		if n.Kernel {
+			if err := t.startKernelNode(n); err != nil {
+				return fmt.Errorf("node %s: %w", n.Name, err)
+			}
+			continue
+		}
 		if n.Stack, err = newNodeStack(n); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
 	for _, w := range t.wires {
-		if err := w.start(); err != nil {
+		start := w.start
+		switch w.kind {
+		case wireHostUDP:
+			continue // after the addresses: its sockets bind one
+		case wireVeth, wireTUN:
+			start = func() error { return t.startKernelWire(w) }
+		}
+		if err := start(); err != nil {
 			return fmt.Errorf("wire %s: %w", w.Name, err)
 		}
 	}
 	for _, a := range t.addrs {
+		if a.wire.index(a.node) >= 0 && a.wire.kind == wireHostUDP {
+			if a.node.Kernel {
+				return fmt.Errorf("node %s: address %v: a hostudp wire has no interface on the kernel node (see WireHostUDP)", a.node.Name, a.p)
+			}
+			continue // the wire's start gives it
+		}
+		if a.node.Kernel && a.wire.index(a.node) >= 0 {
+			if err := t.addKernelAddress(a); err != nil {
+				return fmt.Errorf("node %s: address %v: %w", a.node.Name, a.p, err)
+			}
+			continue
+		}
 		nic := a.wire.NIC(a.node)
 		if nic == 0 {
 			return fmt.Errorf("address %v: node %s is not on wire %s", a.p, a.node.Name, a.wire.Name)
 		}
 		if err := a.node.Stack.AddAddress(nic, a.p); err != nil {
 			return fmt.Errorf("node %s: address %v: %w", a.node.Name, a.p, err)
+		}
+	}
+	for _, w := range t.wires {
+		if w.kind == wireHostUDP {
+			if err := t.startKernelWire(w); err != nil {
+				return fmt.Errorf("wire %s: %w", w.Name, err)
+			}
 		}
 	}
 	// Routes over wires first (tunnels need them for their outer
@@ -351,45 +582,54 @@ func (w *Wire) start() error {
 		}
 		w.ends[0], w.ends[1] = a, b
 	}
+	for i := range w.Nodes {
+		if err := w.addNIC(i, w.ends[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addNIC gives node i of the wire its NIC on ep, through its capture and
+// router port if it has them.
+func (w *Wire) addNIC(i int, ep stack.LinkEndpoint) error {
 	linkType := capture.LinkRaw
 	if w.lan {
 		linkType = capture.LinkEthernet
 	}
-	for i, n := range w.Nodes {
-		var ep stack.LinkEndpoint = w.ends[i]
-		if c := w.captures[i]; c != nil {
-			c.linkType = linkType
-			cep, err := capture.New(ep, &c.buf, capture.Options{LinkType: linkType})
-			if err != nil {
-				return err
-			}
-			c.ep, ep = cep, cep
-		}
-		var port *routerPort
-		if n.Router {
-			port = newRouterPort(n, ep, w.lan)
-			ep = port
-		}
-		if w.lan {
-			ep = ethernet.New(ep)
-		}
-		name := w.Name
-		for k := 2; ; k++ {
-			if _, dup := n.Stack.NICByName(name); !dup {
-				break
-			}
-			name = fmt.Sprintf("%s-%d", w.Name, k)
-		}
-		nic, err := n.Stack.AddNIC(ep, stack.NICOptions{Name: name})
+	n := w.Nodes[i]
+	if c := w.captures[i]; c != nil {
+		c.linkType = linkType
+		cep, err := capture.New(ep, &c.buf, capture.Options{LinkType: linkType})
 		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Name, err)
+			return err
 		}
-		w.nics[i] = nic
-		if port != nil {
-			n.portsMu.Lock()
-			n.ports[nic] = port
-			n.portsMu.Unlock()
+		c.ep, ep = cep, cep
+	}
+	var port *routerPort
+	if n.Router {
+		port = newRouterPort(n, ep, w.lan)
+		ep = port
+	}
+	if w.lan {
+		ep = ethernet.New(ep)
+	}
+	name := w.Name
+	for k := 2; ; k++ {
+		if _, dup := n.Stack.NICByName(name); !dup {
+			break
 		}
+		name = fmt.Sprintf("%s-%d", w.Name, k)
+	}
+	nic, err := n.Stack.AddNIC(ep, stack.NICOptions{Name: name})
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	w.nics[i] = nic
+	if port != nil {
+		n.portsMu.Lock()
+		n.ports[nic] = port
+		n.portsMu.Unlock()
 	}
 	return nil
 }
@@ -398,6 +638,16 @@ func (w *Wire) start() error {
 // wires, or also of its tunnels when tunnels is set, and returns the rest.
 func (t *Topology) addRoutes(routes []routeDecl, tunnels bool) (later []routeDecl, err error) {
 	for _, r := range routes {
+		if r.node.Kernel {
+			if _, ok := t.nicFor(r.node, r.via, false); !ok && !tunnels {
+				later = append(later, r)
+				continue
+			}
+			if err := t.addKernelRoute(r); err != nil {
+				return nil, fmt.Errorf("node %s: route %v via %v: %w", r.node.Name, r.dst, r.via, err)
+			}
+			continue
+		}
 		nic, ok := t.nicFor(r.node, r.via, tunnels)
 		if !ok {
 			if !tunnels {
@@ -456,6 +706,9 @@ func (tu *Tunnel) start() error {
 	o := tu.opts
 	if !o.OuterA.IsValid() || !o.OuterB.IsValid() || o.OuterA.Is4() != o.OuterB.Is4() {
 		return fmt.Errorf("outer addresses %v and %v: need two of one family", o.OuterA, o.OuterB)
+	}
+	if tu.nodeA.Kernel || tu.nodeB.Kernel {
+		return tu.startKernel()
 	}
 	tu.A = &Host{Name: "a", Stack: tu.nodeA.Stack, Outer: o.OuterA}
 	tu.B = &Host{Name: "b", Stack: tu.nodeB.Stack, Outer: o.OuterB}
@@ -532,6 +785,9 @@ func (tu *Tunnel) Stop(h *Host) error {
 	if h != tu.A && h != tu.B {
 		return errors.New("e2e: not an end of this tunnel")
 	}
+	if h.Stack == nil {
+		return fmt.Errorf("e2e: end %s of %s is a kernel node's device: stop it with ip link in its namespace", h.Name, tu.description)
+	}
 	var errs []error
 	// Closing a tunnel socket closes its devices (encap_destroy).
 	if h.TunnelSocket != nil {
@@ -564,10 +820,16 @@ func (tu *Tunnel) Restart(h *Host) error {
 }
 
 // Close tears the topology down: wires first, so that no packet is in
-// flight, then every stack with its tunnels.
+// flight, then every stack with its tunnels, then the kernel nodes'
+// namespaces with everything in them. Closing twice does nothing.
 func (t *Topology) Close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
 	var errs []error
 	for _, w := range t.wires {
+		errs = append(errs, w.closeKernel()...)
 		if w.hub != nil {
 			w.hub.Close()
 		}
@@ -587,6 +849,11 @@ func (t *Topology) Close() error {
 	for _, n := range t.nodes {
 		if n.Stack != nil {
 			n.Stack.Close()
+		}
+	}
+	for _, n := range t.nodes {
+		if n.kernel != nil {
+			errs = append(errs, n.kernel.remove())
 		}
 	}
 	return errors.Join(errs...)
@@ -756,6 +1023,9 @@ func (t *Topology) Counters() string {
 				fmt.Fprintf(&b, "wire %s at %s: %+v\n", w.Name, w.Nodes[i].Name, e.Stats())
 			}
 		}
+	}
+	for _, w := range t.wires {
+		w.kernelCounters(&b)
 	}
 	for _, tu := range t.tunnels {
 		for _, h := range []*Host{tu.A, tu.B} {
