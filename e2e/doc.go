@@ -1,15 +1,26 @@
-// Package e2e is udptunnel's end-to-end harness: it builds topologies of
-// in-process hosts (userspace stacks) joined by in-memory wires and tunnels
-// (NewOverlay), and kernel hosts in network namespaces it creates and
-// always removes (NewNetns, with Do to run Go code inside one), and runs
-// traffic through them that checks itself — ping with loss and RTT, TCP
-// transfers with a hash check and throughput. Its tests include interop
-// with the Linux kernel's own VXLAN over a TUN underlay, cross-checked by
-// Wireshark's dissector.
+// Package e2e is udptunnel's end-to-end harness.
+//
+// Topologies are declared in Go and built by Start (NewTopology, or
+// NewTopologyT inside a test): in-process hosts and routers (gVisor stacks,
+// routers forwarding with ICMP errors) and kernel hosts and routers in
+// network namespaces it creates and always removes, also after a failed
+// test; wires between them — memlink pairs and LANs with impairment between
+// stacks, veth pairs (netem impairment) between kernel hosts, a TUN or a
+// hostudp bridge between a stack and a kernel host; addresses, routes and
+// tunnels of any protocol between any two nodes (VXLAN on kernel ends, the
+// only UDP tunnel this machine's kernel has). NewOverlay builds the common
+// two-host overlay in one call, Nested stacks one protocol over another,
+// NewNetns and NewOVS give a bare namespace and a private Open vSwitch.
+//
+// Traffic helpers check themselves: Ping (loss and RTT), TransferTCP and
+// Transfer (a hashed transfer with throughput, between any two ends, kernel
+// sockets too), RequestResponse and UDPEcho (UDP), and captures that hand
+// back decoded packets.
 //
 // It is a library, not only a test suite: the CLI's demo runs on it, the
 // benchmarks measure through it, and other projects can import it to test
-// their network code over real tunnels. The kernel analog is the selftests
-// in tools/testing/selftests/net. Addresses it assigns live only inside the
-// stacks it creates.
+// their network code over real tunnels. Its tests are the interop matrix
+// (README.md). The kernel analog is the selftests in
+// tools/testing/selftests/net. Addresses it assigns live only inside the
+// stacks and namespaces it creates.
 package e2e
