@@ -297,8 +297,13 @@ func TestUDP(t *testing.T) {
 			for err := range errs {
 				t.Error(err)
 			}
-			// The last reply may reach its client before it is counted.
-			waitFor(t, "replies counted", func() bool { return f.Stats().DatagramsDown >= clients*count })
+			// The last reply may reach its client before it is counted,
+			// and even before its request is: a datagram is counted up
+			// after the write that sent it returns.
+			waitFor(t, "datagrams counted both ways", func() bool {
+				s := f.Stats()
+				return s.DatagramsUp >= clients*count && s.DatagramsDown >= clients*count && s.BytesUp == s.BytesDown
+			})
 			s := f.Stats()
 			if s.Sessions != clients || s.Active != clients {
 				t.Errorf("stats %+v, want %d sessions, all active", s, clients)
