@@ -2,11 +2,9 @@ package forward
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
-	"sync"
-	"sync/atomic"
+
+	"github.com/udptunnel/udptunnel/internal/relay"
 )
 
 // acceptTCP accepts connections until the listener is closed.
@@ -56,7 +54,7 @@ func (f *Forwarder) serveTCP(c net.Conn) {
 	}
 	defer f.untrackConn(up)
 	f.log.Debug("connection open", "client", c.RemoteAddr().String())
-	pipe(c, up, &f.bytesUp, &f.bytesDown)
+	relay.Pipe(c, nil, up, &f.bytesUp, &f.bytesDown)
 }
 
 // trackConn registers c so that Close closes it; false if closed already.
@@ -75,51 +73,4 @@ func (f *Forwarder) untrackConn(c net.Conn) {
 	f.mu.Lock()
 	delete(f.conns, c)
 	f.mu.Unlock()
-}
-
-// closeWriter is the half-close of *net.TCPConn and gVisor's gonet.TCPConn.
-type closeWriter interface{ CloseWrite() error }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// pipe copies c→up and up→c until both directions end. A direction that
-// ends with EOF half-closes its destination, so the other keeps going; one
-// that fails closes both connections so that the other stops too.
-func pipe(c, up net.Conn, upCount, downCount *atomic.Uint64) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		copyHalf(up, c, upCount)
-	}()
-	copyHalf(c, up, downCount)
-	wg.Wait()
-}
-
-func copyHalf(dst, src net.Conn, n *atomic.Uint64) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
-			n.Add(uint64(nw))
-			if werr != nil {
-				dst.Close()
-				src.Close()
-				return
-			}
-		}
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				if cw, ok := dst.(closeWriter); ok && cw.CloseWrite() == nil {
-					return
-				}
-			}
-			dst.Close()
-			src.Close()
-			return
-		}
-	}
 }

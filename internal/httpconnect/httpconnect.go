@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/udptunnel/udptunnel/internal/relay"
 	"github.com/udptunnel/udptunnel/stack"
 )
 
@@ -365,7 +366,7 @@ func (s *Server) serveConn(c net.Conn) {
 	s.tunnels.Add(1)
 	log.Debug("tunnel open", "target", req.RequestURI, "via", up.LocalAddr().String())
 	// br may hold bytes the client sent right after the request head.
-	pipe(c, br, up, &s.bytesUp, &s.bytesDown)
+	relay.Pipe(c, br, up, &s.bytesUp, &s.bytesDown)
 	log.Debug("tunnel closed", "target", req.RequestURI)
 }
 

@@ -3,15 +3,14 @@ package socks5
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/udptunnel/udptunnel/internal/relay"
 )
 
 // connect serves CONNECT: dial the destination, reply with the overlay-side
@@ -36,7 +35,7 @@ func (s *Server) connect(conn net.Conn, req request, deadline time.Time, log *sl
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	s.relay(conn, target)
+	relay.Pipe(conn, nil, target, &s.c.bytesUp, &s.c.bytesDown)
 }
 
 // dial connects to dst, resolving a name with the Resolver, and returns the
@@ -115,53 +114,4 @@ var gvisorReplies = []struct {
 	{"host is down", ReplyHostUnreachable},
 	{"operation timed out", ReplyHostUnreachable},
 	{"operation not permitted", ReplyNotAllowed},
-}
-
-// relay copies client to target and back until both directions end. The end
-// of one direction (EOF) is passed on as a half-close (CloseWrite) of the
-// other side; an error on either closes both.
-func (s *Server) relay(client, target net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.pipe(client, target, &s.c.bytesDown)
-	}()
-	s.pipe(target, client, &s.c.bytesUp)
-	wg.Wait()
-}
-
-// pipe copies src to dst, counting bytes into ctr as they are written.
-func (s *Server) pipe(dst, src net.Conn, ctr *atomic.Uint64) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				src.Close()
-				dst.Close()
-				return
-			}
-			ctr.Add(uint64(n))
-		}
-		if err == io.EOF {
-			closeWrite(dst)
-			return
-		}
-		if err != nil {
-			src.Close()
-			dst.Close()
-			return
-		}
-	}
-}
-
-// closeWrite shuts down the writing side of c, or closes it if it cannot.
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() == nil {
-			return
-		}
-	}
-	c.Close()
 }
