@@ -210,12 +210,23 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 			ptid = tid
 		}
 		port := ic.Port
+		if port == 0 {
+			port = l2tp.DefaultPort
+		}
+		sc := l2tp.SocketConfig{TunnelID: tid, PeerTunnelID: ptid,
+			Local: netip.AddrPortFrom(local, port), Remote: netip.AddrPortFrom(remote, port), ZeroChecksum: ic.ZeroChecksum}
 		s, err := shared(n, fmt.Sprintf("l2tp/%d", tid), func() (*l2tp.Socket, error) {
-			return l2tp.OpenSocket(n.st, l2tp.SocketConfig{TunnelID: tid, PeerTunnelID: ptid,
-				Local: netip.AddrPortFrom(local, port), Remote: netip.AddrPortFrom(remote, port), ZeroChecksum: ic.ZeroChecksum})
+			return l2tp.OpenSocket(n.st, sc)
 		})
 		if err != nil {
 			return nil, err
+		}
+		// Sessions of one tunnel share its socket, connected to one peer:
+		// an interface whose tunnel settings differ from the tunnel's
+		// would silently send to the other interface's remote.
+		if have := s.Config(); have.Remote != sc.Remote || have.Local != sc.Local || have.PeerTunnelID != sc.PeerTunnelID || have.ZeroChecksum != sc.ZeroChecksum {
+			return nil, fmt.Errorf("l2tp tunnel_id %d is already another interface's tunnel to %v, and its sessions share its remote, local, port, "+
+				"peer_tunnel_id and zero_checksum: give this interface its own l2tp.tunnel_id", tid, have.Remote)
 		}
 		peer := t.PeerSessionID
 		if peer == 0 {

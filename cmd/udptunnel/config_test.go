@@ -122,6 +122,9 @@ interfaces:
 		{"vni too large", good + "  - {type: vxlan, id: 16777216, remote: 10.201.0.2, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]: vni 16777216"},
 		{"duplicate vni", good + "  - {type: vxlan, id: 42, remote: 10.201.0.9, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]"},
 		{"seq without sublayer", "interfaces:\n  - {type: l2tp, id: 1, remote: 10.0.0.1, addresses: [10.1.0.1/24], l2tp: {seq: both}}\n", 1, "line 2: interfaces[0]: seq both"},
+		{"l2tp sessions to two remotes in one tunnel", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.3, addresses: [10.2.0.1/24]}\n", 1, "line 4: interfaces[1]: l2tp tunnel_id 1"},
+		{"l2tp sessions to one remote in one tunnel", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.2, addresses: [10.2.0.1/24]}\n", 0, "OK"},
+		{"l2tp tunnels to two remotes", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.3, addresses: [10.2.0.1/24], l2tp: {tunnel_id: 2}}\n", 0, "OK"},
 		{"session without UE", "interfaces:\n  - {type: gtpu, remote: 10.0.0.1, addresses: [10.1.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2}]}}\n", 1, "line 2: interfaces[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
