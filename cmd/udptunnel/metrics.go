@@ -103,7 +103,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// metricSources lists n's interfaces and (once each) their sockets.
+// metricSources lists n's interfaces and (once each) their sockets, named
+// by their port (and peer, if connected).
 func (n *node) metricSources() []metricSource {
 	var out []metricSource
 	seen := map[*stack.Socket]bool{}
@@ -112,7 +113,13 @@ func (n *node) metricSources() []metricSource {
 		if !seen[f.sock] {
 			seen[f.sock] = true
 			sock := f.sock
-			out = append(out, metricSource{kind: "socket", name: fmt.Sprintf(":%d", sock.LocalAddr().Port()), proto: f.proto,
+			// A connected socket (an L2TP tunnel) shares its port with
+			// the other tunnels: its peer tells it apart.
+			name := fmt.Sprintf(":%d", sock.LocalAddr().Port())
+			if p := sock.Config().Peer; p.IsValid() {
+				name += "->" + p.String()
+			}
+			out = append(out, metricSource{kind: "socket", name: name, proto: f.proto,
 				counters: sock.Counters(), icmpErrors: sock.ICMPErrors})
 		}
 	}
