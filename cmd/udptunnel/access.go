@@ -28,7 +28,9 @@ type access struct {
 	http     *httpconnect.Server
 	httpLn   net.Listener
 	forwards []*forward.Forwarder
-	cancel   context.CancelFunc
+	// fwdCfgs are the forwards' configurations, by the same index.
+	fwdCfgs []forward.Forward
+	cancel  context.CancelFunc
 }
 
 // startAccess starts what cfg asks for over n's stack. On error whatever
@@ -92,6 +94,7 @@ func startAccess(cfg *Config, n *node, log *slog.Logger) (_ *access, err error) 
 			return nil, fmt.Errorf("forwards[%d]: %w", i, err)
 		}
 		a.forwards = append(a.forwards, fw)
+		a.fwdCfgs = append(a.fwdCfgs, f)
 		log.Info("forwarding", "proto", fc.Proto, "direction", f.Direction, "listen", fw.Addr().String(), "target", f.Target)
 	}
 	return a, nil
@@ -190,8 +193,11 @@ func (a *access) metrics() []extraMetric {
 		counter("http_connect_bytes_up_total", "Bytes from CONNECT clients into the overlay.", l, func() uint64 { return h.Stats().BytesUp })
 		counter("http_connect_bytes_down_total", "Bytes from the overlay to CONNECT clients.", l, func() uint64 { return h.Stats().BytesDown })
 	}
-	for _, f := range a.forwards {
-		l := prometheus.Labels{"listen": f.Addr().String()}
+	for i, f := range a.forwards {
+		// A TCP and a UDP forward may listen on the same port, and a
+		// host and an overlay address may look alike.
+		c := a.fwdCfgs[i]
+		l := prometheus.Labels{"listen": f.Addr().String(), "proto": c.Proto.String(), "direction": c.Direction.String()}
 		counter("forward_sessions_total", "Forward connections or UDP sessions created.", l, func() uint64 { return f.Stats().Sessions })
 		gauge("forward_sessions_active", "Forward connections or UDP sessions open.", l, func() uint64 { return f.Stats().Active })
 		counter("forward_bytes_up_total", "Bytes from forward clients to the target.", l, func() uint64 { return f.Stats().BytesUp })

@@ -661,7 +661,7 @@ shutdown_timeout: 2s
 	}
 	defer held.Close()
 	waitFor(t, "the held connection to be forwarded", func() bool {
-		return metrics(t, l.a, "127.0.0.1:9090")[`udptunnel_forward_sessions_active{listen="127.0.0.1:8081"}`] == 1
+		return metrics(t, l.a, "127.0.0.1:9090")[`udptunnel_forward_sessions_active{direction="host-to-overlay",listen="127.0.0.1:8081",proto="tcp"}`] == 1
 	})
 	start := time.Now()
 	c.cmd.Process.Signal(syscall.SIGTERM)

@@ -64,3 +64,28 @@ interfaces:
 		}
 	}
 }
+
+// TestMetricsForwardsOnOnePort scrapes a TCP and a UDP forward on the same
+// host port (DNS, say): their series must differ by protocol.
+func TestMetricsForwardsOnOnePort(t *testing.T) {
+	code, body := scrape(t, `underlay: {address: 10.201.0.1}
+interfaces:
+  - {type: vxlan, id: 42, remote: 10.201.0.2, addresses: [192.168.42.1/24]}
+forwards:
+  - {proto: tcp, listen: 127.0.0.1:0, target: 192.168.42.2:53}
+  - {proto: udp, listen: 127.0.0.1:0, target: 192.168.42.2:53}
+  - {proto: tcp, direction: overlay-to-host, listen: 192.168.42.1:53, target: 127.0.0.1:53}
+  - {proto: udp, direction: overlay-to-host, listen: 192.168.42.1:53, target: 127.0.0.1:53}
+`)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: status %d\n%s", code, body)
+	}
+	for _, w := range []string{
+		`udptunnel_forward_sessions_total{direction="overlay-to-host",listen="192.168.42.1:53",proto="tcp"}`,
+		`udptunnel_forward_sessions_total{direction="overlay-to-host",listen="192.168.42.1:53",proto="udp"}`,
+	} {
+		if !strings.Contains(body, w) {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
+}
