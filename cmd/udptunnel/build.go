@@ -148,7 +148,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 	f := &iface{proto: ic.Type}
 	switch ic.Type {
 	case "vxlan":
-		s, err := shared(n, fmt.Sprintf("vxlan/%d", ic.Port), func() (*vxlan.Socket, error) {
+		s, err := shared(n, fmt.Sprintf("vxlan/%d", ic.port()), func() (*vxlan.Socket, error) {
 			return vxlan.OpenSocket(n.st, vxlan.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)})
 		})
 		if err != nil {
@@ -178,7 +178,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 		}
 		f.dev, f.sock, f.fdb = d.Device, s.Tunnel(), d.FDB()
 	case "geneve":
-		s, err := shared(n, fmt.Sprintf("geneve/%d", ic.Port), func() (*geneve.Socket, error) {
+		s, err := shared(n, fmt.Sprintf("geneve/%d", ic.port()), func() (*geneve.Socket, error) {
 			return geneve.OpenSocket(n.st, geneve.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)})
 		})
 		if err != nil {
@@ -244,7 +244,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 		}
 		f.dev, f.sock = d.Device, s.Tunnel()
 	case "gtpu":
-		s, err := shared(n, fmt.Sprintf("gtpu/%d", ic.Port), func() (*gtpu.Socket, error) {
+		s, err := shared(n, fmt.Sprintf("gtpu/%d", ic.port()), func() (*gtpu.Socket, error) {
 			return gtpu.OpenSocket(n.st, gtpu.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)})
 		})
 		if err != nil {
@@ -282,7 +282,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 				c.HasKey, c.Key = true, id
 			}
 		}
-		s, err := shared(n, fmt.Sprintf("%s/%d/%v", ic.Type, ic.Port, sc.Proto), func() (*fou.Socket, error) {
+		s, err := shared(n, fmt.Sprintf("%s/%d/%v", ic.Type, ic.port(), sc.Proto), func() (*fou.Socket, error) {
 			return fou.OpenSocket(n.st, sc)
 		})
 		if err != nil {

@@ -125,6 +125,13 @@ interfaces:
 		{"l2tp sessions to two remotes in one tunnel", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.3, addresses: [10.2.0.1/24]}\n", 1, "line 4: interfaces[1]: l2tp tunnel_id 1"},
 		{"l2tp sessions to one remote in one tunnel", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.2, addresses: [10.2.0.1/24]}\n", 0, "OK"},
 		{"l2tp tunnels to two remotes", "underlay: {address: 10.201.0.1}\ninterfaces:\n  - {type: l2tp, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: l2tp, id: 2, remote: 10.201.0.3, addresses: [10.2.0.1/24], l2tp: {tunnel_id: 2}}\n", 0, "OK"},
+		{"one port given and defaulted", "underlay: {address: 10.201.0.1}\ninterfaces:\n" +
+			"  - {type: vxlan, id: 1, remote: 10.201.0.2, addresses: [10.1.0.1/24]}\n  - {type: vxlan, id: 2, port: 4789, remote: 10.201.0.3, addresses: [10.2.0.1/24]}\n" +
+			"  - {type: geneve, id: 3, remote: 10.201.0.2, addresses: [10.3.0.1/24]}\n  - {type: geneve, id: 4, port: 6081, remote: 10.201.0.3, addresses: [10.4.0.1/24]}\n" +
+			"  - {type: gue, remote: 10.201.0.2, addresses: [10.5.0.1/24]}\n  - {type: gue, port: 6080, remote: 10.201.0.3, addresses: [10.6.0.1/24]}\n" +
+			"  - {type: fou, id: 7, remote: 10.201.0.2, addresses: [10.7.0.1/24]}\n  - {type: fou, id: 8, port: 4754, remote: 10.201.0.3, addresses: [10.8.0.1/24]}\n" +
+			"  - {type: gtpu, remote: 10.201.0.2, addresses: [10.9.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2, ue4: 10.9.0.2}]}}\n" +
+			"  - {type: gtpu, port: 2152, remote: 10.201.0.3, addresses: [10.10.0.1/24], gtpu: {sessions: [{local_teid: 3, remote_teid: 4, ue4: 10.10.0.2}]}}\n", 0, "OK"},
 		{"session without UE", "interfaces:\n  - {type: gtpu, remote: 10.0.0.1, addresses: [10.1.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2}]}}\n", 1, "line 2: interfaces[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
