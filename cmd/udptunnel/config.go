@@ -586,11 +586,20 @@ func (c *Config) check(l *lines) error {
 		default:
 			bad(fmt.Sprintf("%q: want host-to-overlay or overlay-to-host", f.Direction), "forwards", i, "direction")
 		}
-		if _, err := netip.ParseAddrPort(f.Listen); err != nil {
+		// What internal/forward refuses is refused here too, so that
+		// check does not pass a file that run then fails on.
+		if ap, err := netip.ParseAddrPort(f.Listen); err != nil {
 			bad(fmt.Sprintf("%q: want address:port", f.Listen), "forwards", i, "listen")
+		} else if ap.Addr().Zone() != "" {
+			bad(fmt.Sprintf("%q: zoned addresses are not supported", f.Listen), "forwards", i, "listen")
 		}
-		if _, err := netip.ParseAddrPort(f.Target); err != nil {
+		if ap, err := netip.ParseAddrPort(f.Target); err != nil {
 			bad(fmt.Sprintf("%q: want address:port", f.Target), "forwards", i, "target")
+		} else if ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
+			bad(fmt.Sprintf("%q: want an address that is not unspecified nor zoned, and a port that is not 0", f.Target), "forwards", i, "target")
+		}
+		if f.IdleTimeout != 0 && f.Proto == "tcp" {
+			bad("only udp forwards have one", "forwards", i, "idle_timeout")
 		}
 		if f.MaxSessions < 0 {
 			bad(fmt.Sprintf("%d: must not be negative", f.MaxSessions), "forwards", i, "max_sessions")

@@ -132,6 +132,10 @@ interfaces:
 			"  - {type: fou, id: 7, remote: 10.201.0.2, addresses: [10.7.0.1/24]}\n  - {type: fou, id: 8, port: 4754, remote: 10.201.0.3, addresses: [10.8.0.1/24]}\n" +
 			"  - {type: gtpu, remote: 10.201.0.2, addresses: [10.9.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2, ue4: 10.9.0.2}]}}\n" +
 			"  - {type: gtpu, port: 2152, remote: 10.201.0.3, addresses: [10.10.0.1/24], gtpu: {sessions: [{local_teid: 3, remote_teid: 4, ue4: 10.10.0.2}]}}\n", 0, "OK"},
+		{"tcp forward with an idle timeout", good + "forwards: [{proto: tcp, listen: 127.0.0.1:8081, target: 192.168.42.2:80, idle_timeout: 30s}]\n", 1, "line 11: forwards[0].idle_timeout"},
+		{"forward to port 0", good + "forwards: [{proto: udp, listen: 127.0.0.1:5353, target: 192.168.42.2:0}]\n", 1, "line 11: forwards[0].target"},
+		{"forward to the unspecified address", good + "forwards: [{proto: tcp, listen: 127.0.0.1:8081, target: 0.0.0.0:80}]\n", 1, "line 11: forwards[0].target"},
+		{"forward with a zone", good + "forwards: [{proto: tcp, listen: \"[fe80::1%lo]:8081\", target: \"[fe80::2%lo]:80\"}]\n", 1, "line 11: forwards[0].listen"},
 		{"session without UE", "interfaces:\n  - {type: gtpu, remote: 10.0.0.1, addresses: [10.1.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2}]}}\n", 1, "line 2: interfaces[0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
