@@ -38,6 +38,11 @@ type node struct {
 	sockets map[string]any
 	// captures are the inner capture files, closed after the stack.
 	captures []*os.File
+	// seq numbers the default names of the devices whose packages
+	// number them from a process-wide counter (fou and gue share one,
+	// gtp has its own): numbered per node instead, a configuration's
+	// names are the same in check, in run's dry build and in its real one.
+	seq map[string]int
 }
 
 // close closes the stack, and with it every interface and socket, then
@@ -91,7 +96,7 @@ type underlayFunc func(st *stack.Stack) (stack.NICID, netip.Addr, error)
 // buildNode builds cfg's stack and interfaces over the underlay ul. On error
 // the stack is closed and nothing is left.
 func buildNode(cfg *Config, l *lines, ul underlayFunc, log *slog.Logger) (_ *node, err error) {
-	n := &node{sockets: map[string]any{}}
+	n := &node{sockets: map[string]any{}, seq: map[string]int{}}
 	opts := stack.Options{Logger: log}
 	if cfg.Pcap.Inner != "" {
 		opts.WrapDevice = n.innerCapture(cfg.Pcap.Inner, len(cfg.Interfaces))
@@ -250,7 +255,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 		if err != nil {
 			return nil, err
 		}
-		c := gtpu.Config{Name: ic.Name, Local: local, Port: ic.Port, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
+		c := gtpu.Config{Name: n.defaultName(ic.Name, "gtp", "gtp"), Local: local, Port: ic.Port, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
 			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum}
 		if ic.GTPU.Role == "sgsn" {
 			c.Role = gtpu.RoleSGSN
@@ -270,7 +275,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 		f.dev, f.sock = d.Device, s.Tunnel()
 	case "fou", "gue":
 		sc := fou.SocketConfig{Type: fou.TypeGUE, Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)}
-		c := fou.Config{Name: ic.Name, Remote: remote, Local: local, EncapDport: ic.Port, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
+		c := fou.Config{Name: n.defaultName(ic.Name, ic.Type, "fou"), Remote: remote, Local: local, EncapDport: ic.Port, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
 			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum}
 		if ic.Type == "fou" {
 			proto := fou.ProtoGRE
@@ -326,6 +331,17 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 	}
 	f.name = f.dev.Name()
 	return f, nil
+}
+
+// defaultName returns name, or if it is empty prefix with the next number
+// of the node's sequence seq.
+func (n *node) defaultName(name, prefix, seq string) string {
+	if name != "" {
+		return name
+	}
+	name = fmt.Sprintf("%s%d", prefix, n.seq[seq])
+	n.seq[seq]++
+	return name
 }
 
 // shared returns the socket of a protocol stored under key, opening it with
