@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,7 +52,7 @@ func startAccess(cfg *Config, n *node, log *slog.Logger) (_ *access, err error) 
 		sc := socks5.Config{Dialer: n.st, UDP: s.UDP == nil || *s.UDP, Logger: log.With("component", "socks5")}
 		if s.Username != "" {
 			user, pass := s.Username, s.Password
-			sc.Auth = func(u, p string) bool { return u == user && p == pass }
+			sc.Auth = func(u, p string) bool { return secretsEqual(u, user) && secretsEqual(p, pass) }
 		}
 		if a.socks, err = socks5.NewServer(sc); err != nil {
 			return nil, fmt.Errorf("socks5: %w", err)
@@ -68,6 +69,10 @@ func startAccess(cfg *Config, n *node, log *slog.Logger) (_ *access, err error) 
 			listen = "127.0.0.1:8080"
 		}
 		a.http = &httpconnect.Server{Config: httpconnect.Config{Dialer: n.st, Logger: log.With("component", "http_connect")}}
+		if h.Username != "" {
+			user, pass := h.Username, h.Password
+			a.http.Config.Auth = func(u, p string) bool { return secretsEqual(u, user) && secretsEqual(p, pass) }
+		}
 		if a.httpLn, err = net.Listen("tcp", listen); err != nil {
 			return nil, fmt.Errorf("http_connect.listen: %w", err)
 		}
@@ -98,6 +103,11 @@ func startAccess(cfg *Config, n *node, log *slog.Logger) (_ *access, err error) 
 		log.Info("forwarding", "proto", fc.Proto, "direction", f.Direction, "listen", fw.Addr().String(), "target", f.Target)
 	}
 	return a, nil
+}
+
+// secretsEqual compares a credential in constant time.
+func secretsEqual(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 // shutdown stops accepting, lets open connections finish for up to timeout,

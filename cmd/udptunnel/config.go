@@ -230,6 +230,10 @@ type SOCKS5Config struct {
 type HTTPConnectConfig struct {
 	// Listen is the listener's address (default 127.0.0.1:8080).
 	Listen string `yaml:"listen"`
+	// Username and Password turn on Basic proxy authentication
+	// (Proxy-Authorization).
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
 }
 
 // ForwardConfig is one static port forward.
@@ -562,9 +566,14 @@ func (c *Config) check(l *lines) error {
 			bad("username and password go together", "socks5", "username")
 		}
 	}
-	if h := c.HTTPConnect; h != nil && h.Listen != "" {
-		if _, err := netip.ParseAddrPort(h.Listen); err != nil {
-			bad(fmt.Sprintf("%q: want address:port", h.Listen), "http_connect", "listen")
+	if h := c.HTTPConnect; h != nil {
+		if h.Listen != "" {
+			if _, err := netip.ParseAddrPort(h.Listen); err != nil {
+				bad(fmt.Sprintf("%q: want address:port", h.Listen), "http_connect", "listen")
+			}
+		}
+		if (h.Username == "") != (h.Password == "") {
+			bad("username and password go together", "http_connect", "username")
 		}
 	}
 	if t := c.InnerTUN; t != nil {

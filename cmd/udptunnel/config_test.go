@@ -82,6 +82,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad fou proto", "interfaces:\n  - {type: fou, remote: 10.0.0.1, addresses: [10.1.0.1/24], fou: {proto: mpls}}\n", []string{"interfaces[0].fou.proto"}},
 		{"duplicate name", "interfaces:\n  - {name: t, type: gue, remote: 10.0.0.1, addresses: [10.1.0.1/24]}\n  - {name: t, type: gue, remote: 10.0.0.2, addresses: [10.2.0.1/24]}\n", []string{"line 3: interfaces[1].name", "interfaces[0]"}},
 		{"bad socks5", base + "socks5: {listen: 1080, username: u}\n", []string{"socks5.listen", "socks5.username"}},
+		{"http_connect user without password", base + "http_connect: {username: u}\n", []string{"http_connect.username", "go together"}},
 		{"bad forward", base + "forwards: [{proto: sctp, direction: sideways, listen: x, target: y}]\n", []string{"forwards[0].proto", "forwards[0].direction", "forwards[0].listen", "forwards[0].target"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -82,6 +82,9 @@ func runWithSignals(args []string, stdout, stderr io.Writer, ctx context.Context
 		var stop context.CancelFunc
 		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		// After the first signal the default handling returns, so that a
+		// second Ctrl-C ends a long drain at once.
+		go func() { <-ctx.Done(); stop() }()
 	}
 	if err := serve(ctx, cfg, l, log, stdout); err != nil {
 		log.Error("udptunnel run failed", "err", err)

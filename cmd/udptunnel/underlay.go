@@ -163,8 +163,9 @@ func routeSource(cfg *Config) (netip.Addr, error) {
 }
 
 // innerTUN opens the host TUN device t describes as a NIC of n's stack and
-// turns on IP forwarding in the stack, so that what the host routes into
-// the TUN goes on into the overlay (and back). Overlay hosts need a route
+// turns on IP forwarding on it and on the tunnel interfaces (not on the
+// underlay), so that what the host routes into the TUN goes on into the
+// overlay (and back). Overlay hosts need a route
 // back to the host's side of the TUN, as with any router.
 func innerTUN(t *InnerTUNConfig, n *node, log *slog.Logger, closers *[]func() error) error {
 	p := netip.MustParsePrefix(t.Address)
@@ -192,9 +193,18 @@ func innerTUN(t *InnerTUNConfig, n *node, log *slog.Logger, closers *[]func() er
 	if err := n.st.AddAddress(nic, p); err != nil {
 		return err
 	}
-	for _, proto := range []tcpip.NetworkProtocolNumber{header.IPv4ProtocolNumber, header.IPv6ProtocolNumber} {
-		if err := n.st.GVisor().SetForwardingDefaultAndAllNICs(proto, true); err != nil {
-			return fmt.Errorf("IP forwarding: %v", err)
+	// Forwarding is a property of the NIC a packet arrives on: the TUN
+	// (host to overlay) and the tunnel interfaces (replies back), never
+	// the underlay, so nothing arriving from the outside is routed.
+	nics := []stack.NICID{nic}
+	for _, f := range n.ifaces {
+		nics = append(nics, f.dev.NIC())
+	}
+	for _, id := range nics {
+		for _, proto := range []tcpip.NetworkProtocolNumber{header.IPv4ProtocolNumber, header.IPv6ProtocolNumber} {
+			if _, err := n.st.GVisor().SetNICForwarding(id, proto, true); err != nil {
+				return fmt.Errorf("IP forwarding on %s: %v", n.st.NICName(id), err)
+			}
 		}
 	}
 	log.Info("inner TUN up", "name", name, "address", p, "mtu", mtu,
