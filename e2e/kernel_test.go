@@ -120,7 +120,7 @@ type ipLink struct {
 	MTU     uint32 `json:"mtu"`
 }
 
-func newKernelPeer(t *testing.T, tc kernelCase) *kernelPeer {
+func newKernelPeer(t testing.TB, tc kernelCase) *kernelPeer {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("kernel VXLAN peer: needs root (network namespace, TUN device)")
