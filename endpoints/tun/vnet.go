@@ -1,0 +1,610 @@
+//go:build linux
+
+package tun
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/rawfile"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// The offloaded mode (Config.Offload). The TUN is opened with
+// IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6), and
+// served by vnetEndpoint, not by gVisor's fdbased: fdbased enables its
+// virtio-net header (and so GSO) only on sockets (endpoint.go: "if
+// isSocket { if opts.GSOMaxSize != 0 ..."), and on receive it skips the
+// header without looking at it, so it would neither finish a partial
+// checksum nor notice a GSO packet.
+//
+// Receive: a packet the kernel marks VIRTIO_NET_HDR_F_NEEDS_CSUM gets its
+// checksum finished at csum_start/csum_offset (the kernel's
+// skb_checksum_help), so the stack sees and verifies complete packets. A
+// TCP GSO packet (TSO4/TSO6: TCP to our own underlay address) is delivered
+// whole, as GRO would; UDP GSO (USO) is not enabled, so never arrives.
+//
+// Transmit: outer UDP datagrams to Config.InnerPort carry, InnerOffset
+// bytes into their payload, an inner IP packet from a tunnel device with
+// checksum and segmentation offload (stack.DeviceConfig.ChecksumOffload and
+// GSO). The endpoint finishes their inner TCP/UDP checksums (and then the
+// outer UDP checksum) and cuts an inner TCP GSO super-packet into MSS-sized
+// inner segments, each behind a copy of the tunnel, link, IP and TCP
+// headers, which it hands to the kernel as one UDP GSO train
+// (VIRTIO_NET_HDR_GSO_UDP_L4): one write for up to 64 KiB, split by the
+// kernel's UDP layer before the tunnel socket sees it. This is the
+// hostudp endpoint's inner-offload path with a TUN write for sendmmsg.
+
+const (
+	virtioNetHdrSize              = 10
+	virtioNetHdrFNeedsCsum        = 1
+	virtioNetHdrGSONone           = 0
+	virtioNetHdrGSOTCPv4          = 1
+	virtioNetHdrGSOTCPv6          = 4
+	virtioNetHdrGSOUDPL4          = 5
+	virtioNetHdrGSOECN            = 0x80
+	tunFCsum                      = 0x01
+	tunFTSO4                      = 0x02
+	tunFTSO6                      = 0x04
+	maxTrainSegments              = 64
+	maxPacket                     = 65535
+	offloadGSOMaxSize             = 62 << 10 // inner super-packet, leaving room for the encapsulation
+	vnetReadBufSize               = virtioNetHdrSize + maxPacket
+	vnetFlagsForOpen       uint16 = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+)
+
+// virtioNetHdr is struct virtio_net_hdr in the host's byte order (a TUN
+// without TUNSETVNETBE is little-endian on little-endian hosts).
+type virtioNetHdr struct {
+	flags, gsoType                         uint8
+	hdrLen, gsoSize, csumStart, csumOffset uint16
+}
+
+func (h *virtioNetHdr) marshal(b []byte) {
+	b[0], b[1] = h.flags, h.gsoType
+	binary.NativeEndian.PutUint16(b[2:], h.hdrLen)
+	binary.NativeEndian.PutUint16(b[4:], h.gsoSize)
+	binary.NativeEndian.PutUint16(b[6:], h.csumStart)
+	binary.NativeEndian.PutUint16(b[8:], h.csumOffset)
+}
+
+func parseVirtioNetHdr(b []byte) virtioNetHdr {
+	return virtioNetHdr{
+		flags: b[0], gsoType: b[1],
+		hdrLen:     binary.NativeEndian.Uint16(b[2:]),
+		gsoSize:    binary.NativeEndian.Uint16(b[4:]),
+		csumStart:  binary.NativeEndian.Uint16(b[6:]),
+		csumOffset: binary.NativeEndian.Uint16(b[8:]),
+	}
+}
+
+// openVnet creates the TUN interface with a virtio-net header and the
+// offloads, returning a non-blocking close-on-exec descriptor and the
+// interface's name.
+func openVnet(name string) (int, string, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, "", openError(name, fmt.Errorf("open /dev/net/tun: %w", err))
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, "", openError(name, err)
+	}
+	ifr.SetUint16(vnetFlagsForOpen)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, "", openError(name, fmt.Errorf("TUNSETIFF: %w", err))
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("tun: %s: TUNSETOFFLOAD: %w", ifr.Name(), err)
+	}
+	return fd, ifr.Name(), nil
+}
+
+// VnetStats counts what the offloaded mode did.
+type VnetStats struct {
+	// RxPartialCsum: received packets whose checksum the kernel left to
+	// us (finished here). RxGSO: received TCP GSO packets (delivered
+	// whole). RxDropped: malformed or unsupported received packets.
+	RxPartialCsum, RxGSO, RxDropped uint64
+	// TxTrains: UDP GSO trains written; TxTrainSegments: the datagrams in
+	// them. TxFinished: single tunnel datagrams whose inner checksum was
+	// finished. TxPlain: other packets. TxErrors: failed writes.
+	TxTrains, TxTrainSegments, TxFinished, TxPlain, TxErrors uint64
+}
+
+// vnetEndpoint is the offloaded mode's link endpoint.
+type vnetEndpoint struct {
+	fd          int
+	mtu         atomic.Uint32
+	innerOffset int
+	innerPort   uint16
+
+	mu                                           sync.Mutex
+	disp                                         gstack.NetworkDispatcher
+	stopFD                                       int
+	done                                         chan struct{}
+	onClose                                      func()
+	rxPartial, rxGSO, rxDropped                  atomic.Uint64
+	txTrains, txSegs, txFinished, txPlain, txErr atomic.Uint64
+}
+
+var (
+	_ gstack.LinkEndpoint = (*vnetEndpoint)(nil)
+	_ gstack.GSOEndpoint  = (*vnetEndpoint)(nil)
+)
+
+func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16) *vnetEndpoint {
+	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort, stopFD: -1}
+	e.mtu.Store(mtu)
+	return e
+}
+
+func (e *vnetEndpoint) stats() VnetStats {
+	return VnetStats{
+		RxPartialCsum: e.rxPartial.Load(), RxGSO: e.rxGSO.Load(), RxDropped: e.rxDropped.Load(),
+		TxTrains: e.txTrains.Load(), TxTrainSegments: e.txSegs.Load(), TxFinished: e.txFinished.Load(),
+		TxPlain: e.txPlain.Load(), TxErrors: e.txErr.Load(),
+	}
+}
+
+func (e *vnetEndpoint) MTU() uint32                             { return e.mtu.Load() }
+func (e *vnetEndpoint) SetMTU(mtu uint32)                       { e.mtu.Store(mtu) }
+func (e *vnetEndpoint) MaxHeaderLength() uint16                 { return 0 }
+func (e *vnetEndpoint) LinkAddress() tcpip.LinkAddress          { return "" }
+func (e *vnetEndpoint) SetLinkAddress(tcpip.LinkAddress)        {}
+func (e *vnetEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+func (e *vnetEndpoint) AddHeader(*gstack.PacketBuffer)          {}
+func (e *vnetEndpoint) ParseHeader(*gstack.PacketBuffer) bool   { return true }
+func (e *vnetEndpoint) Close()                                  {}
+func (e *vnetEndpoint) SetOnCloseAction(f func())               { e.mu.Lock(); e.onClose = f; e.mu.Unlock() }
+
+// Capabilities implements stack.LinkEndpoint: none beyond GSO; the stack
+// computes and verifies the outer checksums itself.
+func (e *vnetEndpoint) Capabilities() gstack.LinkEndpointCapabilities { return 0 }
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *vnetEndpoint) GSOMaxSize() uint32 { return offloadGSOMaxSize }
+
+// SupportedGSO implements stack.GSOEndpoint: host GSO, which lets the
+// tunnel devices' super-packets through the outer IP layer whole (see
+// stack.NewTunnelPacket); this endpoint segments them.
+func (e *vnetEndpoint) SupportedGSO() gstack.SupportedGSO { return gstack.HostGSOSupported }
+
+func (e *vnetEndpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.disp != nil
+}
+
+// Wait implements stack.LinkEndpoint.Wait: it waits for the reader.
+func (e *vnetEndpoint) Wait() {
+	e.mu.Lock()
+	done := e.done
+	e.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// Attach starts the reader with disp, or (nil) stops it and waits for it.
+func (e *vnetEndpoint) Attach(disp gstack.NetworkDispatcher) {
+	e.mu.Lock()
+	if disp == nil {
+		done, stop := e.done, e.stopFD
+		e.disp, e.done, e.stopFD = nil, nil, -1
+		e.mu.Unlock()
+		if done != nil {
+			var one [8]byte
+			binary.NativeEndian.PutUint64(one[:], 1)
+			unix.Write(stop, one[:])
+			<-done
+			unix.Close(stop)
+		}
+		return
+	}
+	defer e.mu.Unlock()
+	if e.disp != nil {
+		e.disp = disp
+		return
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return
+	}
+	e.disp, e.stopFD, e.done = disp, efd, make(chan struct{})
+	go e.read(disp, efd, e.done)
+}
+
+// read is the reading goroutine: one packet per readv.
+func (e *vnetEndpoint) read(disp gstack.NetworkDispatcher, efd int, done chan struct{}) {
+	defer close(done)
+	buf := make([]byte, vnetReadBufSize)
+	iov := []unix.Iovec{{Base: &buf[0]}}
+	iov[0].SetLen(len(buf))
+	for {
+		n, errno := rawfile.BlockingReadvUntilStopped(efd, e.fd, iov)
+		if n < 0 {
+			return // stopped
+		}
+		if errno != 0 {
+			if errno == unix.EBADFD || errno == unix.EBADF {
+				return
+			}
+			continue
+		}
+		if n <= virtioNetHdrSize {
+			continue
+		}
+		h := parseVirtioNetHdr(buf)
+		p := buf[virtioNetHdrSize:n]
+		if !e.finishRx(&h, p) {
+			e.rxDropped.Add(1)
+			continue
+		}
+		var proto tcpip.NetworkProtocolNumber
+		switch p[0] >> 4 {
+		case 4:
+			proto = header.IPv4ProtocolNumber
+		case 6:
+			proto = header.IPv6ProtocolNumber
+		default:
+			e.rxDropped.Add(1)
+			continue
+		}
+		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+		disp.DeliverNetworkPacket(proto, pkt)
+		pkt.DecRef()
+	}
+}
+
+// finishRx applies the virtio-net header h to the received packet p:
+// a partial checksum is finished; a TCP GSO packet is accepted whole.
+func (e *vnetEndpoint) finishRx(h *virtioNetHdr, p []byte) bool {
+	if h.flags&virtioNetHdrFNeedsCsum != 0 {
+		start, field := int(h.csumStart), int(h.csumStart)+int(h.csumOffset)
+		if field+2 > len(p) {
+			return false
+		}
+		// The field holds the pseudo-header sum; the kernel's
+		// skb_checksum_help folds in the rest.
+		c := ^checksum.Checksum(p[start:], 0)
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(p[field:], c)
+		e.rxPartial.Add(1)
+	}
+	switch h.gsoType &^ virtioNetHdrGSOECN {
+	case virtioNetHdrGSONone:
+	case virtioNetHdrGSOTCPv4, virtioNetHdrGSOTCPv6:
+		e.rxGSO.Add(1)
+	default:
+		return false
+	}
+	return true
+}
+
+// WritePackets implements stack.LinkEndpoint.WritePackets.
+func (e *vnetEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if err := e.writePacket(pkt); err != nil {
+			if n == 0 {
+				return 0, err
+			}
+			break
+		}
+		n++
+	}
+	return n, nil
+}
+
+var zeroVnetHdr [virtioNetHdrSize]byte
+
+func (e *vnetEndpoint) writePacket(pkt *gstack.PacketBuffer) tcpip.Error {
+	if e.innerPort != 0 {
+		if done, err := e.writeTunnel(pkt); done {
+			return err
+		}
+	}
+	e.txPlain.Add(1)
+	iovs := append([][]byte{zeroVnetHdr[:]}, pkt.AsSlices()...)
+	return e.writev(iovs)
+}
+
+func (e *vnetEndpoint) writev(iovs [][]byte) tcpip.Error {
+	if _, err := unix.Writev(e.fd, iovs); err != nil {
+		e.txErr.Add(1)
+		if errno, ok := err.(unix.Errno); ok {
+			return tcpip.TranslateErrno(errno)
+		}
+		return &tcpip.ErrClosedForSend{}
+	}
+	return nil
+}
+
+// outer describes an outer IP/UDP header.
+type outerHeaders struct {
+	v6       bool
+	udpOff   int // the outer UDP header's offset (the IP header's length)
+	src, dst tcpip.Address
+}
+
+// parseOuter finds an outer IPv4/IPv6 UDP header to innerPort in b.
+func (e *vnetEndpoint) parseOuter(b []byte) (outerHeaders, bool) {
+	var o outerHeaders
+	if len(b) < header.IPv4MinimumSize {
+		return o, false
+	}
+	switch b[0] >> 4 {
+	case 4:
+		ip := header.IPv4(b)
+		hl := int(ip.HeaderLength())
+		if hl < header.IPv4MinimumSize || ip.TransportProtocol() != header.UDPProtocolNumber || ip.More() || ip.FragmentOffset() != 0 {
+			return o, false
+		}
+		o.udpOff, o.src, o.dst = hl, ip.SourceAddress(), ip.DestinationAddress()
+	case 6:
+		if len(b) < header.IPv6MinimumSize {
+			return o, false
+		}
+		ip := header.IPv6(b)
+		if ip.TransportProtocol() != header.UDPProtocolNumber {
+			return o, false
+		}
+		o.v6, o.udpOff, o.src, o.dst = true, header.IPv6MinimumSize, ip.SourceAddress(), ip.DestinationAddress()
+	default:
+		return o, false
+	}
+	if len(b) < o.udpOff+header.UDPMinimumSize || header.UDP(b[o.udpOff:]).DestinationPort() != e.innerPort {
+		return o, false
+	}
+	return o, true
+}
+
+// inner describes the inner headers of a tunnel datagram, offsets from the
+// start of the outer packet.
+type innerHeaders struct {
+	v6           bool
+	proto        tcpip.TransportProtocolNumber
+	ipOff, l4Off int
+	dataOff      int
+	src, dst     tcpip.Address
+}
+
+func parseInner(b []byte, ipOff int) (innerHeaders, bool) {
+	h := innerHeaders{ipOff: ipOff}
+	if len(b) < ipOff+header.IPv4MinimumSize {
+		return h, false
+	}
+	ib := b[ipOff:]
+	switch ib[0] >> 4 {
+	case 4:
+		ip := header.IPv4(ib)
+		hl := int(ip.HeaderLength())
+		if hl < header.IPv4MinimumSize || len(ib) < hl || ip.More() || ip.FragmentOffset() != 0 ||
+			int(ip.TotalLength()) != len(ib) {
+			return h, false
+		}
+		h.proto, h.l4Off = ip.TransportProtocol(), ipOff+hl
+		h.src, h.dst = ip.SourceAddress(), ip.DestinationAddress()
+	case 6:
+		if len(ib) < header.IPv6MinimumSize {
+			return h, false
+		}
+		ip := header.IPv6(ib)
+		h.v6, h.proto, h.l4Off = true, ip.TransportProtocol(), ipOff+header.IPv6MinimumSize
+		h.src, h.dst = ip.SourceAddress(), ip.DestinationAddress()
+		if int(ip.PayloadLength())+header.IPv6MinimumSize != len(ib) {
+			return h, false
+		}
+	default:
+		return h, false
+	}
+	switch h.proto {
+	case header.TCPProtocolNumber:
+		if len(b) < h.l4Off+header.TCPMinimumSize {
+			return h, false
+		}
+		thl := int(b[h.l4Off+12]>>4) * 4
+		if thl < header.TCPMinimumSize || len(b) < h.l4Off+thl {
+			return h, false
+		}
+		h.dataOff = h.l4Off + thl
+	case header.UDPProtocolNumber:
+		if len(b) < h.l4Off+header.UDPMinimumSize {
+			return h, false
+		}
+		h.dataOff = h.l4Off + header.UDPMinimumSize
+	default:
+		return h, false
+	}
+	return h, true
+}
+
+// fixInner sets the inner IP lengths (and IPv4 header checksum) for the
+// packet's size and finishes the inner TCP/UDP checksum; p starts at the
+// outer header.
+func fixInner(p []byte, h *innerHeaders) {
+	l4Len := len(p) - h.l4Off
+	if h.v6 {
+		binary.BigEndian.PutUint16(p[h.ipOff+4:], uint16(l4Len))
+	} else {
+		ip := header.IPv4(p[h.ipOff:])
+		ip.SetTotalLength(uint16(len(p) - h.ipOff))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	l4 := p[h.l4Off:]
+	csumOff := 16
+	if h.proto == header.UDPProtocolNumber {
+		csumOff = 6
+		binary.BigEndian.PutUint16(l4[4:], uint16(l4Len))
+	}
+	l4[csumOff], l4[csumOff+1] = 0, 0
+	c := ^checksum.Checksum(l4, header.PseudoHeaderChecksum(h.proto, h.src, h.dst, uint16(l4Len)))
+	if c == 0 && h.proto == header.UDPProtocolNumber {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(l4[csumOff:], c)
+}
+
+// fixOuter sets the outer lengths for p's size (and the IPv4 header
+// checksum). full finishes the outer UDP checksum; !full leaves the
+// pseudo-header sum there for the kernel (NEEDS_CSUM). A zero outer
+// checksum (the sender's policy, IPv4 or RFC 6935 IPv6) stays zero.
+func fixOuter(p []byte, o *outerHeaders, full bool) {
+	udpLen := len(p) - o.udpOff
+	if o.v6 {
+		binary.BigEndian.PutUint16(p[4:], uint16(udpLen))
+	} else {
+		ip := header.IPv4(p)
+		ip.SetTotalLength(uint16(len(p)))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	u := header.UDP(p[o.udpOff:])
+	u.SetLength(uint16(udpLen))
+	if u.Checksum() == 0 {
+		return
+	}
+	u.SetChecksum(0)
+	sum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, o.src, o.dst, uint16(udpLen))
+	if !full {
+		u.SetChecksum(sum)
+		return
+	}
+	c := ^checksum.Checksum(p[o.udpOff:], sum)
+	if c == 0 {
+		c = 0xffff
+	}
+	u.SetChecksum(c)
+}
+
+// writeTunnel writes pkt if it is a tunnel datagram with an inner TCP or
+// UDP packet (done); otherwise the caller writes it as it is.
+func (e *vnetEndpoint) writeTunnel(pkt *gstack.PacketBuffer) (done bool, err tcpip.Error) {
+	var hb [256]byte
+	hdr := hb[:copyPrefix(pkt, hb[:])]
+	o, ok := e.parseOuter(hdr)
+	if !ok {
+		return false, nil
+	}
+	ipOff := o.udpOff + header.UDPMinimumSize + e.innerOffset
+	if len(hdr) <= ipOff || (hdr[ipOff]>>4 != 4 && hdr[ipOff]>>4 != 6) {
+		return false, nil
+	}
+	b := pkt.ToView().AsSlice() // a copy we may change
+	h, ok := parseInner(b, ipOff)
+	if !ok {
+		return false, nil
+	}
+	gso := pkt.GSOOptions
+	data := len(b) - h.dataOff
+	if h.proto != header.TCPProtocolNumber || gso.Type == gstack.GSONone || gso.MSS == 0 || data <= int(gso.MSS) {
+		fixInner(b, &h)
+		fixOuter(b, &o, true)
+		e.txFinished.Add(1)
+		return true, e.writev([][]byte{zeroVnetHdr[:], b})
+	}
+	return true, e.writeTrain(b, &o, &h, int(gso.MSS))
+}
+
+// writeTrain segments the inner TCP super-packet in b (outer headers o,
+// inner h) into MSS-sized inner segments and writes them in UDP GSO trains.
+func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, mss int) tcpip.Error {
+	prefix := h.dataOff // outer + tunnel + inner headers
+	outerLen := o.udpOff + header.UDPMinimumSize
+	segPayload := prefix - outerLen + mss // UDP payload of a full segment
+	data := b[prefix:]
+	group := min(maxTrainSegments, (maxPacket-outerLen)/segPayload)
+	tcp := header.TCP(b[h.l4Off:])
+	seq, flags := tcp.SequenceNumber(), tcp.Flags()
+	var id uint16
+	if !h.v6 {
+		id = header.IPv4(b[h.ipOff:]).ID()
+	}
+	zeroCsum := header.UDP(b[o.udpOff:]).Checksum() == 0
+	seg := make([]byte, prefix+mss)
+	i := 0
+	for off := 0; off < len(data); {
+		n := min(group, (len(data)-off+mss-1)/mss)
+		train := make([]byte, 0, outerLen+n*segPayload)
+		train = append(train, b[:outerLen]...)
+		for range n {
+			chunk := min(mss, len(data)-off)
+			s := seg[:prefix+chunk]
+			copy(s, b[:prefix])
+			copy(s[prefix:], data[off:off+chunk])
+			if !h.v6 {
+				header.IPv4(s[h.ipOff:]).SetID(id + uint16(i))
+			}
+			st := header.TCP(s[h.l4Off:])
+			st.SetSequenceNumber(seq + uint32(off))
+			f := flags
+			if off+chunk < len(data) {
+				f &^= header.TCPFlagFin | header.TCPFlagPsh
+			}
+			if i > 0 {
+				f &^= header.TCPFlagCwr
+			}
+			st.SetFlags(uint8(f))
+			fixInner(s, h)
+			if zeroCsum || n == 1 {
+				// One datagram at a time: a zero outer checksum cannot
+				// ride a NEEDS_CSUM train; a single one needs no train.
+				fixOuter(s, o, true)
+				if err := e.writev([][]byte{zeroVnetHdr[:], s}); err != nil {
+					return err
+				}
+				e.txSegs.Add(1)
+			} else {
+				train = append(train, s[outerLen:]...)
+			}
+			off += chunk
+			i++
+		}
+		if zeroCsum || n == 1 {
+			continue
+		}
+		fixOuter(train, o, false)
+		vh := virtioNetHdr{
+			flags:      virtioNetHdrFNeedsCsum,
+			gsoType:    virtioNetHdrGSOUDPL4,
+			hdrLen:     uint16(outerLen),
+			gsoSize:    uint16(segPayload),
+			csumStart:  uint16(o.udpOff),
+			csumOffset: 6,
+		}
+		var vb [virtioNetHdrSize]byte
+		vh.marshal(vb[:])
+		if err := e.writev([][]byte{vb[:], train}); err != nil {
+			return err
+		}
+		e.txTrains.Add(1)
+		e.txSegs.Add(uint64(n))
+	}
+	return nil
+}
+
+// copyPrefix copies the first bytes of pkt into b.
+func copyPrefix(pkt *gstack.PacketBuffer, b []byte) int {
+	n := 0
+	for _, s := range pkt.AsSlices() {
+		n += copy(b[n:], s)
+		if n == len(b) {
+			break
+		}
+	}
+	return n
+}
