@@ -340,7 +340,18 @@ func testKernelVXLAN(t *testing.T, tc kernelCase) {
 		t.Logf("device: %v", ds)
 		t.Logf("socket: %v", ss)
 		if tc.offload {
-			t.Logf("tun offload: %+v", p.tun.VnetStats())
+			vs := p.tun.VnetStats()
+			t.Logf("tun offload: %+v", vs)
+			if vs.TxErrors != 0 || vs.RxDropped != 0 {
+				t.Errorf("tun offload: %d write errors, %d received packets dropped", vs.TxErrors, vs.RxDropped)
+			}
+			// Super-packets are segmented by the endpoint; with outer
+			// checksums they leave as UDP GSO trains, without (zero
+			// checksum) one datagram per write.
+			zeroOuter := tc.ourZero || tc.ourChecksum.ZeroTx6
+			if vs.TxTrainSegments == 0 || (vs.TxTrains == 0) != zeroOuter {
+				t.Errorf("tun offload: %d trains, %d segments (zero outer checksums: %v): our device's GSO super-packets did not take the expected path", vs.TxTrains, vs.TxTrainSegments, zeroOuter)
+			}
 		}
 		if ds.TotalDrops() != 0 || ss.TotalDrops() != 0 {
 			t.Errorf("drops: device %v; socket %v", ds, ss)

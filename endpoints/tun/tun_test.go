@@ -33,6 +33,20 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// modes are the two ways of serving a TUN: fdbased (the default) and the
+// offloaded mode (Config.Offload).
+var modes = []struct {
+	name    string
+	offload bool
+}{{"fdbased", false}, {"offload", true}}
+
+// forModes runs f as a subtest per mode.
+func forModes(t *testing.T, f func(t *testing.T, offload bool)) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { f(t, m.offload) })
+	}
+}
+
 // requireTUN skips t where a TUN device cannot be made, saying why.
 func requireTUN(t *testing.T) {
 	t.Helper()
@@ -55,6 +69,7 @@ func TestOpenInvalidConfig(t *testing.T) {
 		{"name-dot-dot", tun.Config{Name: ".."}},
 		{"mtu-below-68", tun.Config{MTU: 67}},
 		{"mtu-above-65535", tun.Config{MTU: 65536}},
+		{"offload-inner-offset", tun.Config{Offload: true, InnerOffset: 129}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,10 +106,12 @@ func showLink(t *testing.T, ns *e2e.Netns, name string) (linkInfo, bool) {
 	return linkInfo{}, false
 }
 
-func TestOpenIn(t *testing.T) {
+func TestOpenIn(t *testing.T) { forModes(t, testOpenIn) }
+
+func testOpenIn(t *testing.T, offload bool) {
 	requireTUN(t)
 	ns := e2e.NewNetns(t, "ut-tun")
-	d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0", MTU: 1400})
+	d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0", MTU: 1400, Offload: offload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +145,12 @@ func TestOpenIn(t *testing.T) {
 }
 
 // TestOpenName checks names the kernel picks and names already taken.
-func TestOpenName(t *testing.T) {
+func TestOpenName(t *testing.T) { forModes(t, testOpenName) }
+
+func testOpenName(t *testing.T, offload bool) {
 	requireTUN(t)
 	ns := e2e.NewNetns(t, "ut-tun")
-	d, err := tun.OpenIn(ns.Path(), tun.Config{})
+	d, err := tun.OpenIn(ns.Path(), tun.Config{Offload: offload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +162,7 @@ func TestOpenName(t *testing.T) {
 	// another kind (EINVAL).
 	ns.Run(t, "ip", "link", "add", "vx1", "type", "vxlan", "id", "1", "dstport", "4789")
 	for _, name := range []string{d.Name(), "vx1"} {
-		d2, err := tun.OpenIn(ns.Path(), tun.Config{Name: name})
+		d2, err := tun.OpenIn(ns.Path(), tun.Config{Name: name, Offload: offload})
 		if err == nil {
 			d2.Close()
 		}
@@ -163,11 +182,11 @@ func TestOpenInBadNamespace(t *testing.T) {
 // newHost returns a stack whose NIC is a TUN device ut0 in a fresh
 // namespace, with 10.201.0.1/24 on our side and 10.201.0.2/24 on the
 // kernel's.
-func newHost(t *testing.T) (*e2e.Netns, *tun.Device, *stack.Stack) {
+func newHost(t *testing.T, offload bool) (*e2e.Netns, *tun.Device, *stack.Stack) {
 	t.Helper()
 	requireTUN(t)
 	ns := e2e.NewNetns(t, "ut-tun")
-	d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0"})
+	d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0", Offload: offload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +204,10 @@ func newHost(t *testing.T) (*e2e.Netns, *tun.Device, *stack.Stack) {
 	return ns, d, st
 }
 
-func TestPing(t *testing.T) {
-	ns, _, st := newHost(t)
+func TestPing(t *testing.T) { forModes(t, testPing) }
+
+func testPing(t *testing.T, offload bool) {
+	ns, _, st := newHost(t, offload)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if r, err := e2e.Ping(ctx, st, netip.MustParseAddr("10.201.0.2"), 3, 2*time.Second); err != nil || r.Received != 3 {
@@ -203,8 +224,10 @@ func TestPing(t *testing.T) {
 // TestCloseWhileAttached closes the device while its NIC is still in a
 // stack that sends through it: sends fail, nothing crashes, and the stack
 // closes afterwards without waiting on the dead reader.
-func TestCloseWhileAttached(t *testing.T) {
-	_, d, st := newHost(t)
+func TestCloseWhileAttached(t *testing.T) { forModes(t, testCloseWhileAttached) }
+
+func testCloseWhileAttached(t *testing.T, offload bool) {
+	_, d, st := newHost(t, offload)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := st.Ping(ctx, netip.MustParseAddr("10.201.0.2"), 1, 56); err != nil {
@@ -241,13 +264,15 @@ func openFDs(t *testing.T) map[string]int {
 // and checks that no TUN descriptor stays open. gVisor's fdbased endpoint
 // never closes the eventfd it makes to stop its reader (link/stopfd), so
 // each Open leaves one eventfd behind; the test tolerates exactly that.
-func TestCloseReleasesDescriptors(t *testing.T) {
+func TestCloseReleasesDescriptors(t *testing.T) { forModes(t, testCloseReleasesDescriptors) }
+
+func testCloseReleasesDescriptors(t *testing.T, offload bool) {
 	requireTUN(t)
 	ns := e2e.NewNetns(t, "ut-tun")
 	const n = 4
 	before := openFDs(t)
 	for range n {
-		d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0"})
+		d, err := tun.OpenIn(ns.Path(), tun.Config{Name: "ut0", Offload: offload})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,6 +316,17 @@ func helperMain(mode string) int {
 		d.Close()
 		fmt.Println("open succeeded")
 		return 3
+	}
+	if d, err2 := tun.Open(tun.Config{Offload: true}); err2 == nil {
+		d.Close()
+		fmt.Println("offloaded open succeeded")
+		return 3
+	} else if !errors.Is(err2, tun.ErrPermission) && !errors.Is(err2, tun.ErrNoTUN) {
+		fmt.Printf("offloaded open: unexpected error: %v\n", err2)
+		return 4
+	} else if errors.Is(err, tun.ErrPermission) != errors.Is(err2, tun.ErrPermission) {
+		fmt.Printf("the modes disagree: %v; offloaded: %v\n", err, err2)
+		return 4
 	}
 	switch {
 	case mode == "nocap" && errors.Is(err, tun.ErrPermission),
