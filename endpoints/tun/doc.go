@@ -12,9 +12,21 @@
 // Creating a TUN interface needs CAP_NET_ADMIN and /dev/net/tun: without
 // them Open fails with an error wrapping ErrPermission or ErrNoTUN.
 //
-// It is a plain, small endpoint: one readv and one writev per packet, no
-// virtio-net header, no GSO or GRO, no multiqueue, no checksum offload (the
-// kernel completes checksums before a packet reaches a TUN without
-// TUNSETOFFLOAD, and the stack checks what it receives). Batching and
-// performance tuning are a later issue. It is Linux only.
+// By default it is a plain, small endpoint: one readv and one writev per
+// packet, no virtio-net header, no GSO or GRO, no multiqueue, no checksum
+// offload (the kernel completes checksums before a packet reaches a TUN
+// without TUNSETOFFLOAD, and the stack checks what it receives).
+//
+// Config.Offload is an experimental offloaded mode (vnet.go): the TUN is
+// opened with IFF_VNET_HDR and TUNSETOFFLOAD(TUN_F_CSUM|TUN_F_TSO4|
+// TUN_F_TSO6) and served by this package's own endpoint, because fdbased
+// turns its virtio-net header (and GSO) on only for sockets and skips the
+// header unread on receive. The endpoint finishes the partial checksums
+// the kernel hands over, and for tunnel datagrams to Config.InnerPort it
+// finishes the inner checksums and cuts inner TCP GSO super-packets from
+// a tunnel device with checksum and segmentation offload into UDP GSO
+// trains (one write per up to 64 KiB). BenchmarkTUN (e2e) measures both
+// modes against a kernel-to-kernel VXLAN: about 3.3 times the default's
+// throughput from our stack to the kernel, no clear change the other way
+// (the kernel still hands over one packet per read). It is Linux only.
 package tun
