@@ -144,7 +144,7 @@ func openOffload(cfg Config) (*Device, error) {
 	if cfg.InnerOffset < 0 || cfg.InnerOffset > 128 {
 		return nil, fmt.Errorf("tun: InnerOffset %d: %w: outside 0..128", cfg.InnerOffset, stack.ErrInvalid)
 	}
-	fd, name, err := openVnet(cfg.Name)
+	fd, name, uso, err := openVnet(cfg.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func openOffload(cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	d.vnet = newVnetEndpoint(fd, cfg.MTU, cfg.InnerOffset, cfg.InnerPort)
+	d.vnet = newVnetEndpoint(fd, cfg.MTU, cfg.InnerOffset, cfg.InnerPort, uso)
 	d.ep = &linkEndpoint{LinkEndpoint: d.vnet, d: d}
 	return d, nil
 }

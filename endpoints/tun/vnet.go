@@ -53,6 +53,8 @@ const (
 	tunFCsum                      = 0x01
 	tunFTSO4                      = 0x02
 	tunFTSO6                      = 0x04
+	tunFUSO4                      = 0x20
+	tunFUSO6                      = 0x40
 	maxTrainSegments              = 64
 	maxPacket                     = 65535
 	offloadGSOMaxSize             = 62 << 10 // inner super-packet, leaving room for the encapsulation
@@ -86,28 +88,32 @@ func parseVirtioNetHdr(b []byte) virtioNetHdr {
 }
 
 // openVnet creates the TUN interface with a virtio-net header and the
-// offloads, returning a non-blocking close-on-exec descriptor and the
-// interface's name.
-func openVnet(name string) (int, string, error) {
+// offloads, returning a non-blocking close-on-exec descriptor, the
+// interface's name and whether the kernel knows UDP segmentation offload
+// (Linux 6.2+: it accepts TUN_F_USO4|TUN_F_USO6, and so a
+// VIRTIO_NET_HDR_GSO_UDP_L4 write). USO towards us stays off: the
+// endpoint would have to segment what it reads.
+func openVnet(name string) (int, string, bool, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return -1, "", openError(name, fmt.Errorf("open /dev/net/tun: %w", err))
+		return -1, "", false, openError(name, fmt.Errorf("open /dev/net/tun: %w", err))
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		unix.Close(fd)
-		return -1, "", openError(name, err)
+		return -1, "", false, openError(name, err)
 	}
 	ifr.SetUint16(vnetFlagsForOpen)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return -1, "", openError(name, fmt.Errorf("TUNSETIFF: %w", err))
+		return -1, "", false, openError(name, fmt.Errorf("TUNSETIFF: %w", err))
 	}
+	uso := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFUSO4|tunFUSO6) == nil
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
 		unix.Close(fd)
-		return -1, "", fmt.Errorf("tun: %s: TUNSETOFFLOAD: %w", ifr.Name(), err)
+		return -1, "", false, fmt.Errorf("tun: %s: TUNSETOFFLOAD: %w", ifr.Name(), err)
 	}
-	return fd, ifr.Name(), nil
+	return fd, ifr.Name(), uso, nil
 }
 
 // VnetStats counts what the offloaded mode did.
@@ -128,12 +134,18 @@ type vnetEndpoint struct {
 	mtu         atomic.Uint32
 	innerOffset int
 	innerPort   uint16
+	// trains: the kernel takes UDP GSO writes (see openVnet).
+	trains bool
+	// cur is the attached dispatcher, for the reader.
+	cur atomic.Pointer[gstack.NetworkDispatcher]
 
-	mu                                           sync.Mutex
-	disp                                         gstack.NetworkDispatcher
-	stopFD                                       int
-	done                                         chan struct{}
-	onClose                                      func()
+	// mu guards the reader's state.
+	mu      sync.Mutex
+	disp    gstack.NetworkDispatcher
+	stopFD  int
+	done    chan struct{}
+	onClose func()
+
 	rxPartial, rxGSO, rxDropped                  atomic.Uint64
 	txTrains, txSegs, txFinished, txPlain, txErr atomic.Uint64
 }
@@ -143,8 +155,8 @@ var (
 	_ gstack.GSOEndpoint  = (*vnetEndpoint)(nil)
 )
 
-func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16) *vnetEndpoint {
-	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort, stopFD: -1}
+func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16, trains bool) *vnetEndpoint {
+	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort, trains: trains, stopFD: -1}
 	e.mtu.Store(mtu)
 	return e
 }
@@ -213,6 +225,7 @@ func (e *vnetEndpoint) Attach(disp gstack.NetworkDispatcher) {
 		return
 	}
 	defer e.mu.Unlock()
+	e.cur.Store(&disp)
 	if e.disp != nil {
 		e.disp = disp
 		return
@@ -222,11 +235,11 @@ func (e *vnetEndpoint) Attach(disp gstack.NetworkDispatcher) {
 		return
 	}
 	e.disp, e.stopFD, e.done = disp, efd, make(chan struct{})
-	go e.read(disp, efd, e.done)
+	go e.read(efd, e.done)
 }
 
 // read is the reading goroutine: one packet per readv.
-func (e *vnetEndpoint) read(disp gstack.NetworkDispatcher, efd int, done chan struct{}) {
+func (e *vnetEndpoint) read(efd int, done chan struct{}) {
 	defer close(done)
 	buf := make([]byte, vnetReadBufSize)
 	iov := []unix.Iovec{{Base: &buf[0]}}
@@ -262,7 +275,7 @@ func (e *vnetEndpoint) read(disp gstack.NetworkDispatcher, efd int, done chan st
 			continue
 		}
 		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		disp.DeliverNetworkPacket(proto, pkt)
+		(*e.cur.Load()).DeliverNetworkPacket(proto, pkt)
 		pkt.DecRef()
 	}
 }
@@ -534,7 +547,9 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 	if !h.v6 {
 		id = header.IPv4(b[h.ipOff:]).ID()
 	}
-	zeroCsum := header.UDP(b[o.udpOff:]).Checksum() == 0
+	// A zero outer checksum cannot ride a NEEDS_CSUM train; without USO
+	// the kernel cannot take a train at all.
+	single := header.UDP(b[o.udpOff:]).Checksum() == 0 || !e.trains
 	seg := make([]byte, prefix+mss)
 	i := 0
 	for off := 0; off < len(data); {
@@ -560,9 +575,8 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 			}
 			st.SetFlags(uint8(f))
 			fixInner(s, h)
-			if zeroCsum || n == 1 {
-				// One datagram at a time: a zero outer checksum cannot
-				// ride a NEEDS_CSUM train; a single one needs no train.
+			if single || n == 1 {
+				// One datagram at a time.
 				fixOuter(s, o, true)
 				if err := e.writev([][]byte{zeroVnetHdr[:], s}); err != nil {
 					return err
@@ -574,7 +588,7 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 			off += chunk
 			i++
 		}
-		if zeroCsum || n == 1 {
+		if single || n == 1 {
 			continue
 		}
 		fixOuter(train, o, false)
