@@ -39,25 +39,7 @@ func BenchmarkTUN(b *testing.B) {
 	if _, err := exec.LookPath("ethtool"); err != nil {
 		b.Skip("needs ethtool")
 	}
-	b.Run("kernel", func(b *testing.B) {
-		p := newVethPair(b, false)
-		addKernelVXLAN(b, p.nsA, "vA", p.a.Addr(), p.b.Addr(), hostOverlayUs, true)
-		addKernelVXLAN(b, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel, true)
-		dst := netip.AddrPortFrom(hostOverlayKernel.Addr(), 5001)
-		ln := listenIn(b, p.nsB, dst)
-		pkts0 := sysCounter(b, p.nsA, "vA", "tx_packets")
-		res := benchTransfer(b, ln, func(ctx context.Context) (c net.Conn, err error) {
-			err = p.nsA.Do(func() error {
-				c, err = new(net.Dialer).DialContext(ctx, "tcp", dst.String())
-				return err
-			})
-			return c, err
-		})
-		pkts := sysCounter(b, p.nsA, "vA", "tx_packets") - pkts0
-		tunKernelGbps = res.Gbps()
-		b.ReportMetric(res.Gbps(), "Gbit/s")
-		b.ReportMetric(float64(pkts)/res.Duration.Seconds(), "pkts/s")
-	})
+	b.Run("kernel", func(b *testing.B) { tunKernelGbps = benchKernelVXLAN(b) })
 	for _, c := range []struct {
 		name        string
 		tx, offload bool
