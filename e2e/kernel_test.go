@@ -3,8 +3,6 @@
 package e2e_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -418,15 +416,8 @@ func TestKernelVXLANZeroChecksum6(t *testing.T) {
 // we ping the kernel ours times and the kernel pings us kernels times, and
 // returns tshark's decoding, one row of fields per packet: VNI, ip.src,
 // ipv6.src, icmp.type, udp.checksum, udp.checksum.status.
-//
-// tshark announces "Capturing on" before its capture sees packets, so we
-// first ping with sequence numbers from warmSeq until a packet shows up in
-// its live output; those rows are left out.
 func captureICMP(t *testing.T, p *kernelPeer, ours, kernels int) [][]string {
 	t.Helper()
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("needs tshark (Wireshark), not found in PATH")
-	}
 	// The capture filter keeps only VXLAN datagrams carrying inner IPv4
 	// ICMP: after the outer IP header (20 or 40 bytes), UDP (8), VXLAN (8)
 	// and the inner Ethernet addresses (12) comes the EtherType, then 9
@@ -435,94 +426,33 @@ func captureICMP(t *testing.T, p *kernelPeer, ours, kernels int) [][]string {
 	if p.ipv6() {
 		filter = fmt.Sprintf("udp port %d and ip6[68:2] = 0x0800 and ip6[79] = 1", p.port)
 	}
-	// tshark decodes VXLAN on 4789 by itself; another port is named.
-	cmd := p.ns.Command("tshark", "-i", "ut0", "-f", filter, "-d", fmt.Sprintf("udp.port==%d,vxlan", p.port), "-l", "-a", "duration:20",
-		"-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t",
-		"-e", "vxlan.vni", "-e", "ip.src", "-e", "ipv6.src", "-e", "icmp.type",
-		"-e", "udp.checksum", "-e", "udp.checksum.status", "-e", "icmp.seq")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan []string, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- strings.Split(sc.Text(), "\t")
-		}
-	}()
-	stop := func() {
-		cmd.Process.Signal(os.Interrupt)
-		for range lines {
-		}
-		cmd.Wait()
-	}
-
-	const warmSeq = 1000
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	var rows [][]string
-	var log strings.Builder
-	want := 2 * (ours + kernels)
-	take := func(r []string) {
-		fmt.Fprintln(&log, strings.Join(r, "\t"))
-		if len(r) != 7 {
-			rows = append(rows, r) // checkCapture reports it
-			return
-		}
-		if seq, err := strconv.Atoi(r[6]); err != nil || seq < warmSeq {
-			rows = append(rows, r[:6])
-		}
-	}
-warm:
-	for seq := uint16(warmSeq); ; seq++ {
-		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		p.st.Ping(pctx, overlayKernel.Addr(), seq, 56)
-		pcancel()
-		select {
-		case r, ok := <-lines:
-			if !ok {
-				t.Fatalf("tshark ended before capturing anything: %v\n%s", cmd.Wait(), stderr.String())
+	fields := []string{"vxlan.vni", "ip.src", "ipv6.src", "icmp.type", "udp.checksum", "udp.checksum.status"}
+	rows := liveICMP{
+		ns: p.ns,
+		// tshark decodes VXLAN on 4789 by itself; another port is named.
+		args:   []string{"-i", "ut0", "-f", filter, "-d", fmt.Sprintf("udp.port==%d,vxlan", p.port), "-a", "duration:20"},
+		fields: append(fields, "icmp.seq"),
+		ping:   func(ctx context.Context, seq uint16) { p.st.Ping(ctx, overlayKernel.Addr(), seq, 56) },
+		traffic: func(ctx context.Context) {
+			for i := range ours {
+				if _, err := p.st.Ping(ctx, overlayKernel.Addr(), uint16(1+i), 56); err != nil {
+					t.Errorf("ping during capture: %v", err)
+				}
 			}
-			take(r)
-			break warm
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			stop()
-			t.Fatalf("tshark captured nothing on ut0 while we pinged:\n%s", stderr.String())
-		}
-	}
-	// What the warm-up still has in flight arrives now or is told apart
-	// by its sequence number.
-	for i := range ours {
-		if _, err := p.st.Ping(ctx, overlayKernel.Addr(), uint16(1+i), 56); err != nil {
-			t.Errorf("ping during capture: %v", err)
-		}
-	}
-	if kernels > 0 {
-		p.ns.Run(t, "ping", "-c", fmt.Sprint(kernels), "-i", "0.2", "-W", "2", overlayUs.Addr().String())
-	}
-	for len(rows) < want {
-		select {
-		case r, ok := <-lines:
-			if !ok {
-				t.Fatalf("tshark ended early (%v) after:\n%s%s", cmd.Wait(), log.String(), stderr.String())
+			if kernels > 0 {
+				p.ns.Run(t, "ping", "-c", fmt.Sprint(kernels), "-i", "0.2", "-W", "2", overlayUs.Addr().String())
 			}
-			take(r)
-		case <-ctx.Done():
-			stop()
-			t.Fatalf("tshark decoded %d of %d ICMP packets:\n%s", len(rows), want, log.String())
+		},
+		want:    2 * (ours + kernels),
+		timeout: 15 * time.Second,
+	}.run(t)
+	out := make([][]string, len(rows))
+	for i, r := range rows {
+		for _, f := range fields {
+			out[i] = append(out[i], r[f])
 		}
 	}
-	stop()
-	t.Logf("tshark on ut0 (vni, ip.src, ipv6.src, icmp.type, udp.checksum, status, icmp.seq):\n%s", log.String())
-	return rows
+	return out
 }
 
 func (p *kernelPeer) ipv6() bool { return p.us.Is6() }

@@ -3,7 +3,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -651,113 +650,28 @@ func (p *ovsPeer) checkCapture(t *testing.T, c ovsCell) {
 // times and N pings us theirs times, and returns one row per inner ICMP
 // packet: d's fields and the outer and inner addresses, ICMP type and
 // outer UDP checksum with Wireshark's verdict on it.
-//
-// tshark announces "Capturing on" before its capture sees packets, so we
-// first ping with sequence numbers from warmSeq until a packet shows up in
-// its live output; those rows are left out.
 func (p *ovsPeer) capture(t *testing.T, d ovsDecode, ours, theirs int) []map[string]string {
 	t.Helper()
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("needs tshark (Wireshark), not found in PATH")
-	}
-	fields := append([]string{"icmp.seq", "ip.src", "ipv6.src", "icmp.type", "udp.checksum", "udp.checksum.status"}, d.fields...)
-	args := []string{"tshark", "-i", "ut0", "-f", fmt.Sprintf("udp port %d", d.port), "-Y", "icmp",
-		"-l", "-a", "duration:60", "-o", "udp.check_checksum:TRUE", "-T", "fields", "-E", "separator=/t"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	cmd := p.r.Command(args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan map[string]string, 64)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			row := map[string]string{}
-			for i, v := range strings.Split(sc.Text(), "\t") {
-				if i < len(fields) {
-					row[fields[i]] = v
+	return liveICMP{
+		ns:     p.r,
+		args:   []string{"-i", "ut0", "-f", fmt.Sprintf("udp port %d", d.port), "-Y", "icmp", "-a", "duration:60"},
+		fields: append([]string{"icmp.seq", "ip.src", "ipv6.src", "icmp.type", "udp.checksum", "udp.checksum.status"}, d.fields...),
+		ping:   func(ctx context.Context, seq uint16) { p.st.Ping(ctx, ovsOverlayOVS.Addr(), seq, 56) },
+		traffic: func(ctx context.Context) {
+			for i := range ours {
+				pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err := p.st.Ping(pctx, ovsOverlayOVS.Addr(), uint16(1+i), 56)
+				pcancel()
+				if err != nil {
+					t.Errorf("ping during capture: %v", err)
 				}
 			}
-			lines <- row
-		}
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cmd.Process.Signal(os.Interrupt)
-		for range lines {
-		}
-		cmd.Wait()
-	}
-	defer stop()
-
-	const warmSeq = 1000
-	// tshark starts in a second or two, but takes far longer on a loaded
-	// machine (CI runs packages in parallel): the generous limit costs
-	// nothing when it is quick.
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-	defer cancel()
-	var rows []map[string]string
-	var log strings.Builder
-	take := func(r map[string]string) {
-		for _, f := range fields {
-			fmt.Fprintf(&log, "%s\t", r[f])
-		}
-		log.WriteString("\n")
-		if seq, err := strconv.Atoi(r["icmp.seq"]); err != nil || seq < warmSeq {
-			rows = append(rows, r)
-		}
-	}
-warm:
-	for seq := uint16(warmSeq); ; seq++ {
-		pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		p.st.Ping(pctx, ovsOverlayOVS.Addr(), seq, 56)
-		pcancel()
-		select {
-		case r, ok := <-lines:
-			if !ok {
-				t.Fatalf("tshark ended before capturing anything: %v\n%s", cmd.Wait(), stderr.String())
-			}
-			take(r)
-			break warm
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatalf("tshark captured nothing on ut0 while we pinged:\n%s", stderr.String())
-		}
-	}
-	for i := range ours {
-		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := p.st.Ping(pctx, ovsOverlayOVS.Addr(), uint16(1+i), 56)
-		pcancel()
-		if err != nil {
-			t.Errorf("ping during capture: %v", err)
-		}
-	}
-	p.n.Run(t, "ping", "-c", strconv.Itoa(theirs), "-i", "0.2", "-W", "2", ovsOverlayUs.Addr().String())
-	for want := 2 * (ours + theirs); len(rows) < want; {
-		select {
-		case r, ok := <-lines:
-			if !ok {
-				t.Fatalf("tshark ended early (%v) after:\n%s%s", cmd.Wait(), log.String(), stderr.String())
-			}
-			take(r)
-		case <-ctx.Done():
-			t.Fatalf("tshark decoded %d of %d ICMP packets:\n%s", len(rows), want, log.String())
-		}
-	}
-	stop()
-	t.Logf("tshark on ut0 (%s):\n%s", strings.Join(fields, ", "), log.String())
-	return rows
+			p.n.Run(t, "ping", "-c", strconv.Itoa(theirs), "-i", "0.2", "-W", "2", ovsOverlayUs.Addr().String())
+		},
+		want: 2 * (ours + theirs),
+		// tshark starts in a second or two, but takes far longer on a
+		// loaded machine (CI runs packages in parallel): the generous
+		// limit costs nothing when it is quick.
+		timeout: 45 * time.Second,
+	}.run(t)
 }
