@@ -131,6 +131,14 @@ type Config struct {
 	GSO bool
 	// Headroom overrides stack.DefaultOuterHeadroom (nesting).
 	Headroom int
+	// Proxy turns on ARP/ND proxy ("proxy", the kernel's VXLAN_F_PROXY,
+	// what EVPN calls ARP suppression): an ARP request or IPv6 neighbour
+	// solicitation that the inner stack sends for an address in the
+	// device's neighbour table (Device.AddNeighbor) is answered by the
+	// device itself (the reply is delivered back to the inner stack)
+	// instead of being flooded. Requests for other addresses go out as
+	// before.
+	Proxy bool
 }
 
 // Device is one VXLAN device (one VNI): an L2 tunnel device of the inner
@@ -151,6 +159,8 @@ type Device struct {
 	ager    *time.Timer
 	closeMu sync.Mutex
 	closed  bool
+
+	proxy proxy // neighbour table, ARP/ND proxy, local neighbour hook
 }
 
 // ageInterval is how often learned entries are scanned for expiry, the
@@ -219,6 +229,11 @@ func (s *Socket) AddDevice(inner *stack.Stack, cfg Config) (*Device, error) {
 	copy(d.mac[:], dev.MAC())
 	d.nic.Store(uint32(dev.NIC()))
 	s.devs.Set(cfg.VNI, d)
+	if cfg.Proxy {
+		// After d.Device is set, which the worker reads; a no-op if
+		// Stack.Close has closed the device meanwhile.
+		d.startProxy()
+	}
 	if cfg.Learning && cfg.AgeingTime > 0 {
 		d.fdb.Tick(time.Now())
 		d.closeMu.Lock()
@@ -299,8 +314,10 @@ func (d *Device) age() {
 func (d *Device) Close() error { return d.Device.Close() }
 
 // detach runs when the stack device closes, by Close or by its stack's
-// Close: it stops the ageing timer and unbinds the VNI from the socket.
+// Close: it stops the ageing timer and the proxy's worker and unbinds the
+// VNI from the socket.
 func (d *Device) detach() {
+	d.stopProxy()
 	d.closeMu.Lock()
 	d.closed = true
 	if d.ager != nil {

@@ -1,7 +1,7 @@
 package vxlan
 
 // The VXLAN transmit path (vxlan_xmit, vxlan_xmit_one): an inner Ethernet
-// frame written to the device -> FDB lookup -> for each remote: VXLAN
+// frame written to the device -> ARP/NDP look (proxy.go) -> FDB lookup -> for each remote: VXLAN
 // header pushed into the headroom -> stack.Socket.Xmit (UDP, outer IP).
 
 import (
@@ -19,6 +19,11 @@ func (t *transmitter) Transmit(pkt *stack.PacketBuffer) error {
 	eth := pkt.LinkHeader().Slice()
 	if len(eth) < header.EthernetMinimumSize {
 		return stack.ErrInvalid
+	}
+	if typ, ok := isNeighborEtherType(eth); ok && (d.cfg.Proxy || d.proxy.hook.Load() != nil) {
+		if d.neighborTransmit(pkt, typ) {
+			return nil // answered by the proxy (arp_reduce, neigh_reduce)
+		}
 	}
 	var dst MAC
 	copy(dst[:], eth[:6])
