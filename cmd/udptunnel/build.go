@@ -34,6 +34,8 @@ type node struct {
 	// local is the underlay address of this end.
 	local  netip.Addr
 	ifaces []*iface
+	// evpn says the VXLAN interfaces are bound to EVPN: proxy on.
+	evpn bool
 	// sockets are the tunnel sockets, by protocol and port (or tunnel).
 	sockets map[string]any
 	// captures are the inner capture files, closed after the stack.
@@ -87,6 +89,10 @@ type iface struct {
 	sock  *stack.Socket
 	// fdb is a VXLAN interface's forwarding database (nil for others).
 	fdb *vxlan.FDB
+	// vx is a VXLAN interface's device (nil for others), for EVPN.
+	vx *vxlan.Device
+	// cfg is the interface's configuration.
+	cfg *InterfaceConfig
 }
 
 // underlayFunc attaches the underlay to st: it returns the underlay NIC and
@@ -96,7 +102,7 @@ type underlayFunc func(st *stack.Stack) (stack.NICID, netip.Addr, error)
 // buildNode builds cfg's stack and interfaces over the underlay ul. On error
 // the stack is closed and nothing is left.
 func buildNode(cfg *Config, l *lines, ul underlayFunc, log *slog.Logger) (_ *node, err error) {
-	n := &node{sockets: map[string]any{}, seq: map[string]int{}}
+	n := &node{sockets: map[string]any{}, seq: map[string]int{}, evpn: cfg.EVPN != nil}
 	opts := stack.Options{Logger: log}
 	if cfg.Pcap.Inner != "" {
 		opts.WrapDevice = n.innerCapture(cfg.Pcap.Inner, len(cfg.Interfaces))
@@ -131,6 +137,7 @@ func buildNode(cfg *Config, l *lines, ul underlayFunc, log *slog.Logger) (_ *nod
 				return nil, l.errAt(err.Error(), "interfaces", i, "routes", j)
 			}
 		}
+		f.cfg = ic
 		n.ifaces = append(n.ifaces, f)
 		log.Info("interface up", "name", f.name, "type", f.proto, "mtu", f.dev.InnerMTU(), "addresses", ic.Addresses)
 	}
@@ -160,13 +167,17 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 			return nil, err
 		}
 		c := vxlan.Config{Name: ic.Name, VNI: vxlan.VNI(id), Local: local, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
-			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum, Remotes: []netip.Addr{remote}}
+			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum, Proxy: n.evpn}
+		if remote.IsValid() {
+			c.Remotes = []netip.Addr{remote}
+		}
 		for _, r := range ic.Remotes {
 			c.Remotes = append(c.Remotes, addr(r))
 		}
 		if v := ic.VXLAN; v != nil {
 			c.Learning, c.AgeingTime, c.MaxEntries = v.Learning, v.Ageing.d(), v.MaxEntries
 			c.SrcPortMin, c.SrcPortMax = v.SrcPortMin, v.SrcPortMax
+			c.Proxy = c.Proxy || v.Proxy
 		}
 		d, err := s.AddDevice(nil, c)
 		if err != nil {
@@ -181,7 +192,7 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 				}
 			}
 		}
-		f.dev, f.sock, f.fdb = d.Device, s.Tunnel(), d.FDB()
+		f.dev, f.sock, f.fdb, f.vx = d.Device, s.Tunnel(), d.FDB(), d
 	case "geneve":
 		s, err := shared(n, fmt.Sprintf("geneve/%d", ic.port()), func() (*geneve.Socket, error) {
 			return geneve.OpenSocket(n.st, geneve.SocketConfig{Local: netip.AddrPortFrom(netip.Addr{}, ic.Port)})

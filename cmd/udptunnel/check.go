@@ -41,6 +41,11 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "udptunnel check: %s: %v\n", *file, err)
 		return 1
 	}
+	if err := checkEVPN(cfg, l, n); err != nil {
+		n.close()
+		fmt.Fprintf(stderr, "udptunnel check: %s: %v\n", *file, err)
+		return 1
+	}
 	for _, f := range n.ifaces {
 		fmt.Fprintf(stdout, "%-12s %-8s mtu %d\n", f.name, f.proto, f.dev.InnerMTU())
 	}

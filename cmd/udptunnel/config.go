@@ -48,6 +48,48 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight connections may drain
 	// on SIGINT/SIGTERM (default 5s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// EVPN fills the VXLAN interfaces' tables from BGP EVPN (absent =
+	// none): every vxlan interface is bound, with learning off.
+	EVPN *EVPNConfig `yaml:"evpn"`
+}
+
+// EVPNConfig is the BGP EVPN control plane (package tunnels/vxlan/evpn).
+type EVPNConfig struct {
+	// ASN is the local AS number.
+	ASN uint32 `yaml:"asn"`
+	// RouterID is the BGP identifier (default: the underlay address, if
+	// IPv4).
+	RouterID string `yaml:"router_id"`
+	// ListenPort accepts BGP sessions on this TCP port; 0 (default)
+	// only connects out, which needs no privileges.
+	ListenPort uint16 `yaml:"listen_port"`
+	// ListenAddresses restrict the listener (default: every address).
+	ListenAddresses []string `yaml:"listen_addresses"`
+	// HoldTime is the BGP hold time (default 90s).
+	HoldTime Duration `yaml:"hold_time"`
+	// ConnectRetry is the interval between connection attempts
+	// (default 5s).
+	ConnectRetry Duration `yaml:"connect_retry"`
+	// Neighbors are the BGP peers.
+	Neighbors []EVPNNeighborConfig `yaml:"neighbors"`
+}
+
+// EVPNNeighborConfig is one BGP peer.
+type EVPNNeighborConfig struct {
+	// Address is the peer's address.
+	Address string `yaml:"address"`
+	// ASN is the peer's AS number: the same as evpn.asn for iBGP.
+	ASN uint32 `yaml:"asn"`
+	// Port is the peer's BGP port (default 179).
+	Port uint16 `yaml:"port"`
+	// LocalAddress is the session's source address.
+	LocalAddress string `yaml:"local_address"`
+	// Passive waits for the peer to connect (needs evpn.listen_port).
+	Passive bool `yaml:"passive"`
+	// MultihopTTL allows an eBGP peer that is not directly connected.
+	MultihopTTL uint8 `yaml:"multihop_ttl"`
+	// Password turns on TCP MD5 signatures.
+	Password string `yaml:"password"`
 }
 
 // LogConfig configures logging.
@@ -148,6 +190,15 @@ type VXLANConfig struct {
 	SrcPortMax uint16 `yaml:"src_port_max"`
 	// FDB are static forwarding entries.
 	FDB []FDBEntryConfig `yaml:"fdb"`
+	// Proxy answers ARP and neighbour solicitations for addresses in the
+	// proxy table locally (ARP suppression); always on with evpn.
+	Proxy bool `yaml:"proxy"`
+	// RD is the EVPN route distinguisher (default router-id:VNI).
+	RD string `yaml:"rd"`
+	// ImportTargets and ExportTargets are the EVPN route targets
+	// (default AS:VNI).
+	ImportTargets []string `yaml:"import_targets"`
+	ExportTargets []string `yaml:"export_targets"`
 }
 
 // FDBEntryConfig is a static VXLAN FDB entry.
@@ -554,7 +605,10 @@ func (c *Config) check(l *lines) error {
 	}
 	names := map[string]int{}
 	for i := range c.Interfaces {
-		errs = append(errs, c.Interfaces[i].check(l, i, names)...)
+		errs = append(errs, c.Interfaces[i].check(l, i, names, c.EVPN != nil)...)
+	}
+	if e := c.EVPN; e != nil {
+		errs = append(errs, e.check(l)...)
 	}
 	if s := c.SOCKS5; s != nil {
 		if s.Listen != "" {
@@ -619,7 +673,7 @@ func (c *Config) check(l *lines) error {
 
 // check checks one interface's values; i is its index, names the names
 // seen so far.
-func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int) []error {
+func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int, evpn bool) []error {
 	var errs []error
 	bad := func(msg string, path ...any) {
 		errs = append(errs, l.errAt(msg, append([]any{"interfaces", i}, path...)...))
@@ -647,7 +701,8 @@ func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int) []error 
 	if needID[ic.Type] && ic.ID == nil {
 		bad(fmt.Sprintf("a %s interface needs an id", ic.Type), "id")
 	}
-	if ic.Type != "gtpu" && ic.Remote == "" {
+	// With EVPN a VXLAN interface's remotes come from BGP.
+	if ic.Type != "gtpu" && ic.Remote == "" && !(evpn && ic.Type == "vxlan") {
 		bad(fmt.Sprintf("a %s interface needs a remote", ic.Type), "remote")
 	}
 	addr := func(s string, path ...any) {
@@ -681,6 +736,12 @@ func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int) []error 
 		addr(r.Via, "routes", j, "via")
 	}
 	if v := ic.VXLAN; v != nil {
+		if evpn && v.Learning {
+			bad("learning must be off with evpn: the table comes from BGP only", "vxlan", "learning")
+		}
+		if !evpn && (v.RD != "" || len(v.ImportTargets) > 0 || len(v.ExportTargets) > 0) {
+			bad("rd and route targets need an evpn section", "vxlan", "rd")
+		}
 		for j, e := range v.FDB {
 			if _, err := parseMAC(e.MAC); err != nil {
 				bad(fmt.Sprintf("%q: want a MAC address such as 02:00:00:00:00:01", e.MAC), "vxlan", "fdb", j, "mac")
@@ -726,6 +787,36 @@ func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int) []error 
 		default:
 			bad(fmt.Sprintf("%q: want gre, ipip or ipv6", f.Proto), "fou", "proto")
 		}
+	}
+	return errs
+}
+
+// check checks the evpn section's syntax; evpn.Config.Validate checks
+// the values at build time.
+func (e *EVPNConfig) check(l *lines) []error {
+	var errs []error
+	bad := func(msg string, path ...any) { errs = append(errs, l.errAt(msg, append([]any{"evpn"}, path...)...)) }
+	addr := func(s string, path ...any) {
+		if s == "" {
+			return
+		}
+		if _, err := netip.ParseAddr(s); err != nil {
+			bad(fmt.Sprintf("%q: want an IP address", s), path...)
+		}
+	}
+	addr(e.RouterID, "router_id")
+	for j, a := range e.ListenAddresses {
+		addr(a, "listen_addresses", j)
+	}
+	if len(e.Neighbors) == 0 {
+		bad("at least one neighbor is needed", "neighbors")
+	}
+	for j, n := range e.Neighbors {
+		if n.Address == "" {
+			bad("a neighbor needs an address", "neighbors", j, "address")
+		}
+		addr(n.Address, "neighbors", j, "address")
+		addr(n.LocalAddress, "neighbors", j, "local_address")
 	}
 	return errs
 }

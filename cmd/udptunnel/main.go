@@ -38,6 +38,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "run":
 		return runCmd(args[1:], stdout, stderr)
+	case "status":
+		return status(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "udptunnel", version())
 		return 0
@@ -60,6 +62,8 @@ commands:
             (-remote ADDR -address PREFIX [-vni N] [-socks5 ADDR]);
             "udptunnel run -h" lists them
   check     validate a configuration file (-c FILE) without starting anything
+  status    show a running udptunnel's BGP EVPN sessions and routes
+            (-admin ADDR:PORT of its admin listener, -json)
   version   print the version
 `)
 }

@@ -128,8 +128,8 @@ func (n *node) metricSources() []metricSource {
 
 // adminHandler serves /metrics (from a registry of its own, with the Go
 // runtime and process collectors) and /healthz, which answers 200 while
-// healthy returns true.
-func adminHandler(c prometheus.Collector, healthy *atomic.Bool) http.Handler {
+// healthy returns true, and routes (/evpn).
+func adminHandler(c prometheus.Collector, healthy *atomic.Bool, routes map[string]http.Handler) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -141,5 +141,8 @@ func adminHandler(c prometheus.Collector, healthy *atomic.Bool) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	for path, h := range routes {
+		mux.Handle(path, h)
+	}
 	return mux
 }

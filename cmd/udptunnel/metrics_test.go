@@ -29,7 +29,7 @@ func scrape(t *testing.T, y string) (int, string) {
 	}
 	defer a.close()
 	var healthy atomic.Bool
-	srv := httptest.NewServer(adminHandler(newCollector(n.metricSources(), a.metrics()), &healthy))
+	srv := httptest.NewServer(adminHandler(newCollector(n.metricSources(), a.metrics()), &healthy, nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/metrics")
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/udptunnel/udptunnel/tunnels/vxlan/evpn"
 )
 
 // runFlags are the quick mode's flags: one VXLAN interface to one remote
@@ -185,7 +187,11 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 	if err != nil {
 		return err
 	}
+	err = checkEVPN(&dry, l, n)
 	n.close()
+	if err != nil {
+		return err
+	}
 	ul, err := hostUnderlay(cfg, log, &closers)
 	if err != nil {
 		return err
@@ -201,6 +207,16 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 			return fmt.Errorf("inner_tun: %w", err)
 		}
 	}
+	var sp *evpn.Speaker
+	if cfg.EVPN != nil {
+		if err := checkEVPN(cfg, l, n); err != nil {
+			return err
+		}
+		if sp, err = startEVPN(cfg, l, n, log); err != nil {
+			return err
+		}
+		closers = append(closers, sp.Close)
+	}
 	acc, err := startAccess(cfg, n, log)
 	if err != nil {
 		return err
@@ -213,10 +229,14 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 			acc.close()
 			return fmt.Errorf("admin.listen: %w", err)
 		}
-		srv := &http.Server{Handler: adminHandler(newCollector(n.metricSources(), acc.metrics()), &healthy), ReadHeaderTimeout: 10 * time.Second}
+		routes, paths := map[string]http.Handler{}, "/metrics /healthz"
+		if sp != nil {
+			routes["/evpn"], paths = evpnHandler(sp), paths+" /evpn"
+		}
+		srv := &http.Server{Handler: adminHandler(newCollector(n.metricSources(), append(acc.metrics(), evpnMetrics(sp)...)), &healthy, routes), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		closers = append(closers, srv.Close)
-		log.Info("admin listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz")
+		log.Info("admin listening", "addr", ln.Addr().String(), "paths", paths)
 	}
 	fmt.Fprintf(stdout, "udptunnel running: underlay %v, %d interface(s)\n", n.local, len(n.ifaces))
 	<-ctx.Done()

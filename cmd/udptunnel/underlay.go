@@ -148,10 +148,17 @@ func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (under
 // routeSource returns the host address the kernel would send from to the
 // first interface's remote: the underlay address when none is configured.
 func routeSource(cfg *Config) (netip.Addr, error) {
-	if len(cfg.Interfaces) == 0 || cfg.Interfaces[0].Remote == "" {
+	var remote netip.AddrPort
+	switch {
+	case len(cfg.Interfaces) > 0 && cfg.Interfaces[0].Remote != "":
+		remote = netip.AddrPortFrom(addr(cfg.Interfaces[0].Remote), cfg.Interfaces[0].port())
+	case cfg.EVPN != nil && len(cfg.EVPN.Neighbors) > 0:
+		// With EVPN the remotes come from BGP: the first BGP peer is
+		// reached through the underlay too.
+		remote = netip.AddrPortFrom(addr(cfg.EVPN.Neighbors[0].Address), 179)
+	default:
 		return netip.Addr{}, fmt.Errorf("no remote to find the route to")
 	}
-	remote := netip.AddrPortFrom(addr(cfg.Interfaces[0].Remote), cfg.Interfaces[0].port())
 	// A connected UDP socket sends nothing; it only asks the kernel for
 	// the route's source address.
 	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(remote))
