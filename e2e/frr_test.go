@@ -1,0 +1,282 @@
+//go:build linux
+
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/udptunnel/udptunnel/e2e"
+)
+
+// TestFRRHarness proves the FRR harness and documents what FRR 8.4 does,
+// for whoever peers our EVPN control plane with it. Two FRR instances, A
+// and B, each in a namespace of its own with a kernel VTEP for VNI 100 and
+// one host, are iBGP neighbours (AS 65000) over a veth pair, both with
+// advertise-all-vni:
+//
+//	host A 10.99.0.1 -- br100/vxlan100 [FRR A 10.250.0.1] ==veth== [FRR B 10.250.0.2] br100/vxlan100 -- host B 10.99.0.2
+//	                                           |
+//	                                     the test process (InNetns), 10.250.1.1
+//
+// Once Established, each FRR must hold the other's type 3 route (originator,
+// VNI 100 in the PMSI label, RT 65000:100, FRR's automatic AS:VNI) and each
+// kernel FDB a flood entry 00:00:00:00:00:00 dst OTHER-VTEP that zebra
+// installed; after the hosts ping each other over the overlay, each side's
+// type 2 route and extern_learn FDB entry for the remote host's MAC. When
+// B stops, A's kernel loses every entry pointing at B.
+//
+// The test body runs in a namespace of its own (InNetns), linked to A's by
+// a veth pair: it dials A's BGP port from Go, as an in-process BGP speaker
+// will.
+func TestFRRHarness(t *testing.T) {
+	if e2e.InNetns(t, "ut-frrt") {
+		return
+	}
+	self := e2e.CurrentNetns()
+	if self == nil {
+		t.Fatal("CurrentNetns is nil in the child")
+	}
+	// The child's own namespace has only lo: its sockets are not the
+	// machine's.
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ifs) != 1 || ifs[0].Name != "lo" {
+		t.Fatalf("the child's namespace %s has interfaces %v, want only lo", self.Name(), ifs)
+	}
+
+	type side struct {
+		name     string
+		ns, host *e2e.Netns
+		vtep     *e2e.KernelVTEP
+		frr      *e2e.FRR
+		under    netip.Prefix
+		hostAddr netip.Prefix
+		hostMAC  string
+	}
+	a := &side{name: "A", ns: e2e.NewNetns(t, "ut-frra"), under: netip.MustParsePrefix("10.250.0.1/24"), hostAddr: netip.MustParsePrefix("10.99.0.1/24")}
+	b := &side{name: "B", ns: e2e.NewNetns(t, "ut-frrb"), under: netip.MustParsePrefix("10.250.0.2/24"), hostAddr: netip.MustParsePrefix("10.99.0.2/24")}
+	e2e.Veth(t, a.ns, a.under, b.ns, b.under)
+	e2e.Veth(t, self, netip.MustParsePrefix("10.250.1.1/24"), a.ns, netip.MustParsePrefix("10.250.1.2/24"))
+	sides := []*side{a, b}
+	for i, s := range sides {
+		s.ns.Run(t, "ip", "link", "set", "lo", "up")
+		s.vtep = e2e.NewKernelVTEP(t, s.ns, e2e.KernelVTEPConfig{VNI: 100, Local: s.under.Addr(),
+			BridgeAddr: netip.MustParsePrefix(fmt.Sprintf("10.99.0.%d/24", 251+i))})
+		s.host = s.vtep.AddHost(t, "ut-frrh", s.hostAddr)
+		var links []struct {
+			Address string `json:"address"`
+		}
+		if err := json.Unmarshal([]byte(s.host.Run(t, "ip", "-j", "link", "show", "eth0")), &links); err != nil || len(links) != 1 {
+			t.Fatalf("host %s: ip -j link show eth0: %v %v", s.name, links, err)
+		}
+		s.hostMAC = links[0].Address
+	}
+	start := time.Now()
+	for _, s := range sides {
+		other := b
+		if s == b {
+			other = a
+		}
+		s.frr = e2e.StartFRR(t, s.ns, e2e.FRRConfig{ASN: 65000, RouterID: s.under.Addr(),
+			Neighbors: []e2e.FRRNeighbor{{Addr: other.under.Addr(), ASN: 65000}}})
+	}
+	t.Logf("bgpd A configuration:\n%s", a.frr.Config())
+
+	// Our process's sockets are in its namespace, which reaches A's BGP
+	// port (A refuses the session: we are not a configured neighbour).
+	self.Run(t, "ip", "route", "add", "10.250.0.0/24", "via", "10.250.1.2")
+	conn, err := net.DialTimeout("tcp", "10.250.1.2:179", 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing FRR A's BGP port from the test's namespace: %v", err)
+	}
+	conn.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range sides {
+		other := b
+		if s == b {
+			other = a
+		}
+		if err := s.frr.WaitEstablished(ctx, other.under.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("both sessions Established %v after starting FRR", time.Since(start).Round(time.Millisecond))
+
+	for _, s := range sides {
+		other := b
+		if s == b {
+			other = a
+		}
+		waitFor(t, 10*time.Second, fmt.Sprintf("FRR %s: type 3 route of %v", s.name, other.under.Addr()), func() (bool, string) {
+			routes := s.frr.EVPNRoutes(t)
+			return slices.ContainsFunc(routes, func(r e2e.FRREVPNRoute) bool {
+				return r.Type == 3 && r.Originator == other.under.Addr() && r.VNI == 100 && r.Best && !r.Local &&
+					r.Peer == other.under.Addr() && r.NextHop == other.under.Addr() && slices.Contains(r.RouteTargets, "65000:100")
+			}), fmt.Sprintf("%+v", routes)
+		})
+		waitFor(t, 10*time.Second, fmt.Sprintf("kernel %s: flood entry to %v", s.name, other.under.Addr()), func() (bool, string) {
+			fdb := s.vtep.FDB(t)
+			return slices.ContainsFunc(fdb, func(e e2e.KernelFDBEntry) bool {
+				return e.MAC == "00:00:00:00:00:00" && e.Dst == other.under.Addr() && e.Self
+			}), fmt.Sprintf("%+v", fdb)
+		})
+	}
+	t.Logf("type 3 routes and flood entries in place %v after starting FRR", time.Since(start).Round(time.Millisecond))
+
+	a.host.Run(t, "ping", "-c", "3", "-i", "0.2", "-W", "2", b.hostAddr.Addr().String())
+	b.host.Run(t, "ping", "-c", "3", "-i", "0.2", "-W", "2", a.hostAddr.Addr().String())
+	pinged := time.Now()
+	for _, s := range sides {
+		other := b
+		if s == b {
+			other = a
+		}
+		waitFor(t, 10*time.Second, fmt.Sprintf("FRR %s: type 2 route of host %s's MAC %s", s.name, other.name, other.hostMAC), func() (bool, string) {
+			routes := s.frr.EVPNRoutes(t)
+			return slices.ContainsFunc(routes, func(r e2e.FRREVPNRoute) bool {
+				return r.Type == 2 && r.MAC == other.hostMAC && r.VNI == 100 && r.Best && !r.Local && r.NextHop == other.under.Addr()
+			}), fmt.Sprintf("%+v", routes)
+		})
+		waitFor(t, 10*time.Second, fmt.Sprintf("kernel %s: FDB entry of host %s's MAC %s", s.name, other.name, other.hostMAC), func() (bool, string) {
+			fdb := s.vtep.FDB(t)
+			return slices.ContainsFunc(fdb, func(e e2e.KernelFDBEntry) bool {
+				return e.MAC == other.hostMAC && e.Dst == other.under.Addr() && e.Self && e.ExternLearn
+			}), fmt.Sprintf("%+v", fdb)
+		})
+	}
+	t.Logf("type 2 routes and MAC entries in place %v after the pings", time.Since(pinged).Round(time.Millisecond))
+	t.Logf("kernel A's FDB: %+v", a.vtep.FDB(t))
+	t.Logf("FRR A's EVPN table:\n%s", a.frr.Vtysh(t, "show bgp l2vpn evpn"))
+
+	stopped := time.Now()
+	b.frr.Stop()
+	b.frr.Stop() // idempotent
+	waitFor(t, 15*time.Second, "kernel A: no entry pointing at B once B stopped", func() (bool, string) {
+		fdb := a.vtep.FDB(t)
+		return !slices.ContainsFunc(fdb, func(e e2e.KernelFDBEntry) bool { return e.Dst == b.under.Addr() }), fmt.Sprintf("%+v", fdb)
+	})
+	if routes := a.frr.EVPNRoutes(t); slices.ContainsFunc(routes, func(r e2e.FRREVPNRoute) bool { return r.Peer == b.under.Addr() }) {
+		t.Errorf("FRR A still has routes from B: %+v", routes)
+	}
+	t.Logf("kernel A lost B's entries %v after B stopped", time.Since(stopped).Round(time.Millisecond))
+}
+
+// waitFor polls cond every 100 ms until it holds, and fails t with what and
+// cond's last description after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v; last: %s", what, timeout, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRunPattern checks that InNetns's -test.run pattern selects exactly the
+// named test: each /-separated element quoted and anchored.
+func TestRunPattern(t *testing.T) {
+	tests := []struct {
+		name    string
+		want    string
+		matches []string // other names it must select
+		rejects []string // names it must not select
+	}{
+		{name: "TestA", want: "^TestA$", rejects: []string{"TestAB", "XTestA"}},
+		{name: "TestA/b+c", want: `^TestA$/^b\+c$`, rejects: []string{"TestA/bbc", "TestAB/b+c"}},
+		{name: "TestA/x.y/(z)", want: `^TestA$/^x\.y$/^\(z\)$`, rejects: []string{"TestA/xzy/(z)", "TestA/x.y/z"}},
+		{name: "TestA/[1]_a*b?#01", want: `^TestA$/^\[1\]_a\*b\?#01$`, rejects: []string{"TestA/1_ab#01"}},
+		{name: "TestA/$^|{2}", want: `^TestA$/^\$\^\|\{2\}$`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := e2e.RunPattern(tc.name)
+			if got != tc.want {
+				t.Errorf("RunPattern(%q) = %q, want %q", tc.name, got, tc.want)
+			}
+			for _, n := range append([]string{tc.name}, tc.matches...) {
+				if !runMatches(t, got, n) {
+					t.Errorf("pattern %q does not select %q", got, n)
+				}
+			}
+			for _, n := range tc.rejects {
+				if runMatches(t, got, n) {
+					t.Errorf("pattern %q selects %q", got, n)
+				}
+			}
+		})
+	}
+}
+
+// runMatches is -test.run's rule for patterns without / inside brackets:
+// element i of the pattern must match element i of the name.
+func runMatches(t *testing.T, pattern, name string) bool {
+	pe, ne := strings.Split(pattern, "/"), strings.Split(name, "/")
+	if len(ne) < len(pe) {
+		return false
+	}
+	for i, p := range pe {
+		if !regexp.MustCompile(p).MatchString(ne[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestInNetns runs subtests with awkward names in a child in a namespace:
+// the pattern must select them, the child must be in its namespace, and a
+// skip in the child must become a skip in the parent.
+func TestInNetns(t *testing.T) {
+	for _, name := range []string{"plain", "a+b.(c)[d]"} {
+		t.Run(name, func(t *testing.T) {
+			if e2e.InNetns(t, "ut-reexec") {
+				return
+			}
+			ns := e2e.CurrentNetns()
+			if ns == nil {
+				t.Fatal("CurrentNetns is nil in the child")
+			}
+			ifs, err := net.Interfaces()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ifs) != 1 || ifs[0].Name != "lo" || ifs[0].Flags&net.FlagUp == 0 {
+				t.Fatalf("child in %s: interfaces %+v, want lo up only", ns.Name(), ifs)
+			}
+		})
+	}
+	t.Run("skip", func(t *testing.T) {
+		if e2e.CurrentNetns() == nil {
+			// InNetns's t.Skip ends the parent's subtest through
+			// runtime.Goexit, which runs this.
+			defer func() {
+				if !t.Skipped() {
+					t.Error("the child skipped, the parent did not")
+				}
+			}()
+		}
+		if e2e.InNetns(t, "ut-reexec") {
+			t.Error("InNetns returned in the parent although the child skipped")
+			return
+		}
+		t.Skip("skipped in the child")
+	})
+}
