@@ -234,33 +234,44 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 }
 
 // TestRunPattern checks that InNetns's -test.run pattern selects exactly the
-// named test: each /-separated element quoted and anchored.
+// named test: each /-separated element quoted and anchored, and that the
+// parent's -test.run still selects the subtests below it.
 func TestRunPattern(t *testing.T) {
 	tests := []struct {
-		name    string
+		name    string // the test's t.Name()
+		run     string // the parent's -test.run
 		want    string
 		matches []string // other names it must select
 		rejects []string // names it must not select
 	}{
-		{name: "TestA", want: "^TestA$", rejects: []string{"TestAB", "XTestA"}},
+		{name: "TestA", want: "^TestA$", matches: []string{"TestA/sub"}, rejects: []string{"TestAB", "XTestA"}},
 		{name: "TestA/b+c", want: `^TestA$/^b\+c$`, rejects: []string{"TestA/bbc", "TestAB/b+c"}},
 		{name: "TestA/x.y/(z)", want: `^TestA$/^x\.y$/^\(z\)$`, rejects: []string{"TestA/xzy/(z)", "TestA/x.y/z"}},
 		{name: "TestA/[1]_a*b?#01", want: `^TestA$/^\[1\]_a\*b\?#01$`, rejects: []string{"TestA/1_ab#01"}},
 		{name: "TestA/$^|{2}", want: `^TestA$/^\$\^\|\{2\}$`},
+		// The parent's pattern: only its elements below the test's depth
+		// count.
+		{name: "TestA", run: "TestA", want: "^TestA$"},
+		{name: "TestA", run: "Test/ebgp", want: "^TestA$/ebgp", matches: []string{"TestA/ebgp-x"}, rejects: []string{"TestA/ibgp"}},
+		{name: "TestA", run: "TestA/x/^y$", want: "^TestA$/x/^y$", matches: []string{"TestA/x/y"}, rejects: []string{"TestA/x/yy"}},
+		{name: "TestA/b", run: "TestA/b/c", want: "^TestA$/^b$/c"},
+		// Slashes in brackets or parentheses do not split the pattern.
+		{name: "TestA", run: "TestA/(p/q)/[a/b]", want: "^TestA$/(p/q)/[a/b]"},
+		{name: "TestA", run: `TestA/x\/y`, want: `^TestA$/x\/y`},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := e2e.RunPattern(tc.name)
+		t.Run(tc.name+"+"+tc.run, func(t *testing.T) {
+			got := e2e.RunPattern(tc.name, tc.run)
 			if got != tc.want {
-				t.Errorf("RunPattern(%q) = %q, want %q", tc.name, got, tc.want)
+				t.Errorf("RunPattern(%q, %q) = %q, want %q", tc.name, tc.run, got, tc.want)
 			}
 			for _, n := range append([]string{tc.name}, tc.matches...) {
-				if !runMatches(t, got, n) {
+				if !runMatches(got, n) {
 					t.Errorf("pattern %q does not select %q", got, n)
 				}
 			}
 			for _, n := range tc.rejects {
-				if runMatches(t, got, n) {
+				if runMatches(got, n) {
 					t.Errorf("pattern %q selects %q", got, n)
 				}
 			}
@@ -268,15 +279,14 @@ func TestRunPattern(t *testing.T) {
 	}
 }
 
-// runMatches is -test.run's rule for patterns without / inside brackets:
-// element i of the pattern must match element i of the name.
-func runMatches(t *testing.T, pattern, name string) bool {
+// runMatches is -test.run's rule, for names and patterns without / inside
+// brackets: element i of the pattern must match element i of the name for
+// each level both have (a test runs when its own levels match; deeper
+// elements select its subtests).
+func runMatches(pattern, name string) bool {
 	pe, ne := strings.Split(pattern, "/"), strings.Split(name, "/")
-	if len(ne) < len(pe) {
-		return false
-	}
-	for i, p := range pe {
-		if !regexp.MustCompile(p).MatchString(ne[i]) {
+	for i := range min(len(pe), len(ne)) {
+		if !regexp.MustCompile(pe[i]).MatchString(ne[i]) {
 			return false
 		}
 	}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,7 +29,7 @@ const NetnsEnv = "UDPTUNNEL_E2E_NETNS"
 //
 // In the parent (a normal run), InNetns runs
 //
-//	ip netns exec NS <test binary> -test.run <RunPattern(t.Name())> -test.v -test.count=1 -test.timeout=<left>
+//	ip netns exec NS <test binary> -test.run <RunPattern(t.Name(), -test.run)> -test.v -test.count=1 -test.timeout=<left> [-test.skip <-test.skip>]
 //
 // with UDPTUNNEL_E2E_NETNS=NS in the child's environment, streams the
 // child's output to t.Log line by line, maps the child's outcome onto t — a
@@ -38,8 +39,10 @@ const NetnsEnv = "UDPTUNNEL_E2E_NETNS"
 // flag of the parent's (-race is compiled in; -test.cover*, -test.cpu,
 // -test.bench, -test.count are left out), and its timeout is the parent's
 // time left less a margin, so that a hung child panics with its goroutines
-// before the parent times out. Should the parent die, the kernel kills the
-// child.
+// before the parent times out. The parent's -test.run still selects the
+// subtests of the test (go test -run 'TestX/case' with InNetns in TestX
+// runs only case in the child), and its -test.skip still skips. Should the
+// parent die, the kernel kills the child.
 //
 // In the child, InNetns returns false and the test body runs; CurrentNetns
 // returns its namespace. The namespace belongs to the parent, which deletes
@@ -59,13 +62,26 @@ func InNetns(t *testing.T, prefix string) (parent bool) {
 	ns := NewNetns(t, prefix)
 	ns.Run(t, "ip", "link", "set", "lo", "up")
 
-	args := []string{os.Args[0], "-test.run", RunPattern(t.Name()), "-test.v", "-test.count=1"}
+	run := ""
+	if f := flag.Lookup("test.run"); f != nil {
+		run = f.Value.String()
+	}
+	pattern := RunPattern(t.Name(), run)
+	args := []string{os.Args[0], "-test.run", pattern, "-test.v", "-test.count=1"}
+	if f := flag.Lookup("test.skip"); f != nil && f.Value.String() != "" {
+		args = append(args, "-test.skip", f.Value.String())
+	}
 	if deadline, ok := t.Deadline(); ok {
 		left := time.Until(deadline)
 		args = append(args, fmt.Sprintf("-test.timeout=%v", left-min(left/10, 30*time.Second)))
 	}
 	cmd := ns.Command(args...)
 	cmd.Env = append(os.Environ(), NetnsEnv+"="+ns.Name())
+	// A binary built with -race sleeps 1 s before it exits, unless told
+	// otherwise.
+	if gorace := os.Getenv("GORACE"); !strings.Contains(gorace, "atexit_sleep_ms") {
+		cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(gorace+" atexit_sleep_ms=0"))
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -93,7 +109,7 @@ func InNetns(t *testing.T, prefix string) (parent bool) {
 	case res.skipped:
 		t.Skipf("in netns %s: %s", ns.Name(), res.skipMsg)
 	case !res.passed:
-		t.Fatalf("child in netns %s exited 0 but did not run %s (pattern %q)", ns.Name(), t.Name(), RunPattern(t.Name()))
+		t.Fatalf("child in netns %s exited 0 but did not run %s (pattern %q)", ns.Name(), t.Name(), pattern)
 	}
 	return true
 }
@@ -109,16 +125,55 @@ func CurrentNetns() *Netns {
 	return nil
 }
 
-// RunPattern returns the -test.run pattern that selects exactly the test or
-// subtest named name (as t.Name() gives it): each /-separated element
-// quoted with regexp.QuoteMeta and anchored, so that TestA/b+c matches
-// neither TestAB nor TestA/bbc.
-func RunPattern(name string) string {
+// RunPattern returns the -test.run pattern with which InNetns's child runs
+// exactly the test or subtest named name (as t.Name() gives it): each
+// /-separated element quoted with regexp.QuoteMeta and anchored, so that
+// TestA/b+c selects neither TestAB nor TestA/bbc. run is the parent's
+// -test.run ("" if none): its elements deeper than name are appended, so
+// that they still select the test's subtests ("TestA", "TestA/x/y" gives
+// "^TestA$/x/y").
+func RunPattern(name, run string) string {
 	elems := strings.Split(name, "/")
 	for i, e := range elems {
 		elems[i] = "^" + regexp.QuoteMeta(e) + "$"
 	}
+	if run != "" {
+		if sub := splitRegexp(run); len(sub) > len(elems) {
+			elems = append(elems, sub[len(elems):]...)
+		}
+	}
 	return strings.Join(elems, "/")
+}
+
+// splitRegexp splits a -test.run pattern into its per-level elements the
+// way package testing does: at slashes outside brackets and parentheses.
+func splitRegexp(s string) []string {
+	var elems []string
+	brackets, parens := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '[':
+			brackets++
+		case ']':
+			brackets = max(brackets-1, 0)
+		case '(':
+			if brackets == 0 {
+				parens++
+			}
+		case ')':
+			if brackets == 0 {
+				parens--
+			}
+		case '\\':
+			i++
+		case '/':
+			if brackets == 0 && parens == 0 {
+				elems = append(elems, s[:i])
+				s, i = s[i+1:], -1
+			}
+		}
+	}
+	return append(elems, s)
 }
 
 // childResult is what the child's -test.v output says about the test.
