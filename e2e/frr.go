@@ -77,7 +77,8 @@ type FRR struct {
 var frrSeq atomic.Uint32
 
 // StartFRR starts zebra, waits until it serves its socket, then starts bgpd,
-// both in ns and with cfg, and waits until bgpd serves its vty. Both are
+// both in ns and with cfg, and waits until bgpd has read its
+// configuration. Both are
 // stopped when t and its subtests end, whether they pass or fail (SIGTERM,
 // SIGKILL after 5 s), before ns is deleted if ns was made first; when t has
 // failed, both daemons' logs are written to t.Log. StartFRR skips t, saying
@@ -193,6 +194,18 @@ func StartFRR(t testing.TB, ns *Netns, cfg FRRConfig) *FRR {
 	}
 	if err := f.waitFor(f.bgpd, "bgpd.vty"); err != nil {
 		t.Fatalf("%v\n%s", err, f.readFile("bgpd.log"))
+	}
+	// bgpd reads its configuration file on an event after it opens its
+	// vty: wait until the router is there.
+	router := fmt.Sprintf("\nrouter bgp %d\n", cfg.ASN)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := f.vtysh("show running-config")
+		if err == nil && strings.Contains(out, router) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("FRR %s: bgpd has no %q in its running configuration after 10s (%v):\n%s\n%s", f.name, strings.TrimSpace(router), err, out, f.Logs())
+		}
 	}
 	return f
 }

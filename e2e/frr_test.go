@@ -68,6 +68,44 @@ func TestFRRHarness(t *testing.T) {
 		tc.selfNet = i + 1
 		t.Run(tc.name, func(t *testing.T) { testFRRPair(t, self, tc) })
 	}
+	// The options no pair above uses: FRR must accept the configuration
+	// StartFRR writes for them and listen where told.
+	t.Run("config", func(t *testing.T) {
+		ns := e2e.NewNetns(t, "ut-frrc")
+		ns.Run(t, "ip", "link", "set", "lo", "up")
+		_, _ = e2e.Veth(t, self, netip.MustParsePrefix("10.250.9.1/24"), ns, netip.MustParsePrefix("10.250.9.2/24"))
+		peer := netip.MustParseAddr("10.250.9.1")
+		f := e2e.StartFRR(t, ns, e2e.FRRConfig{ASN: 65010, RouterID: netip.MustParseAddr("10.250.9.2"), ListenPort: 1179,
+			Neighbors:    []e2e.FRRNeighbor{{Addr: peer, ASN: 65011, Passive: true}},
+			RouteTargets: map[uint32]string{200: "65010:200", 100: "65010:100"}})
+		running := f.Vtysh(t, "show running-config")
+		for _, want := range []string{"router bgp 65010", " neighbor 10.250.9.1 remote-as 65011", " neighbor 10.250.9.1 passive",
+			" neighbor 10.250.9.1 timers connect 1", "  advertise-all-vni", "  vni 100", "  vni 200"} {
+			if !strings.Contains(running, "\n"+want+"\n") {
+				t.Errorf("running configuration lacks %q:\n%s", want, running)
+			}
+		}
+		// FRR 8.4's running configuration leaves out the route targets
+		// of a VNI the kernel does not have; the VNI's state has them.
+		for vni, rt := range map[int]string{100: "65010:100", 200: "65010:200"} {
+			out := f.Vtysh(t, fmt.Sprintf("show bgp l2vpn evpn vni %d", vni))
+			flat := strings.Join(strings.Fields(out), " ")
+			for _, want := range []string{"Import Route Target: " + rt, "Export Route Target: " + rt} {
+				if !strings.Contains(flat, want) {
+					t.Errorf("VNI %d: no %q in\n%s", vni, want, out)
+				}
+			}
+		}
+		conn, err := net.DialTimeout("tcp", "10.250.9.2:1179", 5*time.Second)
+		if err != nil {
+			t.Fatalf("bgpd -p 1179: %v", err)
+		}
+		conn.Close()
+		f.Stop()
+		if _, err := net.DialTimeout("tcp", "10.250.9.2:1179", 5*time.Second); err == nil {
+			t.Error("bgpd still listens after Stop")
+		}
+	})
 }
 
 type frrPairCase struct {
@@ -260,7 +298,11 @@ func TestRunPattern(t *testing.T) {
 		{name: "TestA", run: `TestA/x\/y`, want: `^TestA$/x\/y`},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name+"+"+tc.run, func(t *testing.T) {
+		name := tc.name
+		if tc.run != "" {
+			name += " run=" + tc.run
+		}
+		t.Run(name, func(t *testing.T) {
 			got := e2e.RunPattern(tc.name, tc.run)
 			if got != tc.want {
 				t.Errorf("RunPattern(%q, %q) = %q, want %q", tc.name, tc.run, got, tc.want)
