@@ -12,6 +12,14 @@
 // two-host overlay in one call, Nested stacks one protocol over another,
 // NewNetns and NewOVS give a bare namespace and a private Open vSwitch.
 //
+// For control planes: InNetns re-runs a test in a child process inside a
+// fresh namespace, so that the sockets a library opens on its own
+// goroutines (a BGP speaker's) live there; StartFRR runs a private FRR
+// (zebra and bgpd, EVPN with advertise-all-vni) in a namespace, over
+// kernel VTEPs that NewKernelVTEP builds (a bridge with a VXLAN port and
+// hosts), with Veth to link namespaces. TestFRRHarness shows what FRR
+// advertises and installs.
+//
 // Traffic helpers check themselves: Ping (loss and RTT), TransferTCP and
 // Transfer (a hashed transfer with throughput, between any two ends, kernel
 // sockets too), RequestResponse and UDPEcho (UDP), and captures that hand
