@@ -37,6 +37,10 @@ type FRRNeighbor struct {
 	// passive`), as when the other side is a speaker under test whose
 	// connection attempts the test wants to see.
 	Passive bool
+	// RRClient makes the neighbour a route-reflector client for l2vpn
+	// evpn (`neighbor X route-reflector-client`): FRR then passes iBGP
+	// routes between its clients, as a spine does between leaf VTEPs.
+	RRClient bool
 }
 
 // FRRConfig configures one FRR instance (zebra and bgpd) for EVPN.
@@ -247,6 +251,9 @@ func (f *FRR) bgpdConfig() string {
 	b.WriteString(" address-family l2vpn evpn\n")
 	for _, n := range c.Neighbors {
 		fmt.Fprintf(&b, "  neighbor %s activate\n", n.Addr)
+		if n.RRClient {
+			fmt.Fprintf(&b, "  neighbor %s route-reflector-client\n", n.Addr)
+		}
 	}
 	b.WriteString("  advertise-all-vni\n")
 	vnis := make([]uint32, 0, len(c.RouteTargets))
