@@ -1,13 +1,14 @@
 package vxlan_test
 
-// Close releases everything: NICs, ports, goroutines and the ageing timer,
-// whether devices and sockets are closed one by one or the stack goes with
+// Close releases everything: NICs, ports, goroutines (the ARP/ND proxy's
+// worker too) and the ageing timer, whether devices and sockets are closed one by one or the stack goes with
 // them.
 
 import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -161,4 +162,82 @@ func TestCloseRacingAddDevice(t *testing.T) {
 	if leaked > 0 {
 		t.Errorf("in %d of %d rounds the ageing timer was armed on a device its socket had closed", leaked, rounds)
 	}
+}
+
+// TestProxyCloseLeavesNothing: a proxying device's worker goes with the
+// device, whoever closes it, also while replies wait in its queue.
+func TestProxyCloseLeavesNothing(t *testing.T) {
+	t.Run("pair", func(t *testing.T) {
+		leaks := goleak.IgnoreCurrent()
+		hs, _ := sniffedPair(t, func(_ int, c *vxlan.Config) { c.Proxy = true }, nil)
+		for i, h := range hs {
+			peer := hs[1-i]
+			for _, p := range peer.inner {
+				if err := h.dev.AddNeighbor(p.Addr(), devMAC(peer.dev)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		ping(t, hs[0], hs[1].inner[0].Addr())
+		ping(t, hs[1], hs[0].inner[1].Addr())
+		tunneltest.CloseTwice(t, "Close", hs[0].dev)
+		for _, h := range hs {
+			h.wire.Close()
+			h.st.Close()
+		}
+		goleak.VerifyNone(t, leaks)
+	})
+
+	t.Run("replies queued", func(t *testing.T) {
+		leaks := goleak.IgnoreCurrent()
+		h := newHost(t, channelEndpoint(), netip.MustParsePrefix("10.99.0.1/24"))
+		d := h.addDevice(t, vxlan.Config{VNI: 42, Proxy: true, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}})
+		peer, self := netip.MustParseAddr("192.168.42.2"), vxlan.MAC(d.MAC())
+		if err := d.AddNeighbor(peer, vxlan.MAC{2, 0, 0, 0, 0, 2}); err != nil {
+			t.Fatal(err)
+		}
+		entered, release := make(chan struct{}, 1), make(chan struct{})
+		vxlan.SetProxyDeliverHook(func() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+		})
+		defer vxlan.SetProxyDeliverHook(nil)
+
+		const requests = 200
+		req := arpFrame(1, self, netip.MustParseAddr("192.168.42.1"), vxlan.MAC{}, peer)
+		vxlan.TransmitFrame(d, req)
+		<-entered // the worker holds the first reply
+		for range requests - 1 {
+			vxlan.TransmitFrame(d, req)
+		}
+		answered := d.ProxyStats().Replies
+		full := d.Counters().Stats().Dropped(stack.DropQueueFull)
+		if answered+full != requests || full == 0 {
+			t.Fatalf("%d replies queued and %d dropped for a full queue, want %d in all and some dropped", answered, full, requests)
+		}
+
+		closed := make(chan struct{})
+		go func() { d.Close(); close(closed) }()
+		select {
+		case <-closed:
+			t.Fatal("Close returned while the worker was still delivering")
+		case <-time.After(50 * time.Millisecond):
+		}
+		close(release)
+		<-closed
+		// The reply being delivered met a closed device; the queued ones
+		// were released unread.
+		if got := d.Counters().Stats().Dropped(stack.DropDeviceDown); got != answered {
+			t.Errorf("%d replies dropped as device down, want all %d queued", got, answered)
+		}
+		if err := vxlan.TransmitFrame(d, req); err == nil && d.ProxyStats().Replies != answered {
+			t.Error("a reply was queued on a closed device")
+		}
+		h.sock.Close()
+		h.st.Close()
+		goleak.VerifyNone(t, leaks)
+	})
 }

@@ -14,6 +14,22 @@
 // about it. To interoperate with such a peer, configure port 8472 explicitly
 // on one side or "dstport 4789" on the Linux side.
 //
+// # ARP/ND proxy
+//
+// A device with [Config.Proxy] answers, by itself, the ARP requests and IPv6
+// neighbour solicitations its inner stack sends for addresses in the device's
+// neighbour table ([Device.AddNeighbor]), as a Linux VXLAN device with
+// "proxy" does (arp_reduce, neigh_reduce) and as EVPN's ARP suppression
+// needs: the reply goes back into the inner stack and the request never
+// crosses the overlay. Requests for other addresses are flooded as without
+// the proxy, where Linux drops them, so that a partly filled table never
+// breaks resolution; [ProxyStats] counts both kinds. Replies are delivered by a
+// small per-device goroutine, never on the transmitting one, which may hold
+// locks of the inner stack's neighbour cache. Independently of the proxy,
+// [Device.SetLocalNeighborHook] reports the (MAC, IP) pairs the device sees
+// in the ARP and NDP frames of its local side, for a control plane to
+// advertise.
+//
 // # What it is not
 //
 // The package speaks plain RFC 7348 VXLAN. It does not implement the

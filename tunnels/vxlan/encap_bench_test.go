@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -129,4 +130,64 @@ func TestDecapNoAllocs(t *testing.T) {
 	if got := cd.Delivered(); got != 1002 { // AllocsPerRun runs once more to warm up
 		t.Errorf("delivered %d frames, want 1002", got)
 	}
+}
+
+// TestEncapNoAllocs guards the transmit path: encapsulating and sending a
+// frame allocates nothing beyond what gVisor's outer IP write of the same
+// datagram allocates by itself, also on a device that proxies ARP/ND and
+// has a local neighbour hook (which look only at ARP and NDP frames), for
+// IPv4 and for ICMPv6 that is not NDP.
+func TestEncapNoAllocs(t *testing.T) {
+	st, s, d := voidHost(t, Config{VNI: 42, Remotes: []netip.Addr{netip.MustParseAddr("10.99.0.2")}, ZeroChecksum: true, Proxy: true})
+	if err := d.AddNeighbor(netip.MustParseAddr("192.168.42.2"), MAC{2, 0, 0, 0, 0, 2}); err != nil {
+		t.Fatal(err)
+	}
+	d.SetLocalNeighborHook(func(MAC, netip.Addr) { t.Error("hook called for a data frame") })
+	v4 := innerFrame(d)
+	defer v4.DecRef()
+	v6 := innerICMPv6(d, benchPayload)
+	defer v6.DecRef()
+	base := tunneltest.OuterWrite(t, st, DefaultPort, v4.Size()+HeaderLen)
+	base()
+	sends := []func(){tunneltest.Transmit(t, (*transmitter)(d), v4), tunneltest.Transmit(t, (*transmitter)(d), v6)}
+	for _, send := range sends {
+		send()
+	}
+	tunneltest.SkipIfRace(t)
+	const runs = 4096
+	outer := testing.AllocsPerRun(runs, base)
+	for i, send := range sends {
+		if tunnel := testing.AllocsPerRun(runs, send); tunnel > outer {
+			t.Errorf("%s: encapsulation allocates %v times per packet, gVisor's outer write alone %v: the tunnel adds %v, want 0",
+				[]string{"IPv4", "ICMPv6"}[i], tunnel, outer, tunnel-outer)
+		}
+	}
+	if got := s.Tunnel().Counters().Stats().TxPackets; got != 2*(runs+2) {
+		t.Errorf("socket sent %d datagrams, want %d", got, 2*(runs+2))
+	}
+	if got := d.ProxyStats(); got != (ProxyStats{}) {
+		t.Errorf("proxy stats %+v after data frames, want zero", got)
+	}
+}
+
+// innerICMPv6 is an outbound ICMPv6 echo request of n payload bytes (hop
+// limit 64: not NDP) from fd42::1 to fd42::2 in an Ethernet frame from
+// d's MAC, as the inner stack hands it to d.
+func innerICMPv6(d *Device, n int) *stack.PacketBuffer {
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
+		ReserveHeaderBytes: 8 + HeaderLen + stack.DefaultOuterHeadroom + header.EthernetMinimumSize + header.IPv6MinimumSize + header.ICMPv6EchoMinimumSize,
+		Payload:            buffer.MakeWithData(make([]byte, n)),
+	})
+	icmp := header.ICMPv6(pkt.TransportHeader().Push(header.ICMPv6EchoMinimumSize))
+	icmp.SetType(header.ICMPv6EchoRequest)
+	pkt.TransportProtocolNumber = header.ICMPv6ProtocolNumber
+	header.IPv6(pkt.NetworkHeader().Push(header.IPv6MinimumSize)).Encode(&header.IPv6Fields{
+		PayloadLength: uint16(header.ICMPv6EchoMinimumSize + n), TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64,
+		SrcAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd42::1").As16()), DstAddr: tcpip.AddrFrom16(netip.MustParseAddr("fd42::2").As16()),
+	})
+	pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize)).Encode(&header.EthernetFields{
+		SrcAddr: tcpip.LinkAddress(d.MAC()), DstAddr: "\x02\x00\x00\x00\x00\x02", Type: header.IPv6ProtocolNumber,
+	})
+	return pkt
 }

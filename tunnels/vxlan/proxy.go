@@ -380,9 +380,9 @@ func parseARP(b []byte) (neighborFrame, bool) {
 	// gratuitous ARP (sender = target): the inner stack never asks for
 	// its own address otherwise. Loopback and multicast targets as in
 	// arp_reduce.
-	nf.request = arp.Op() == header.ARPRequest &&
-		!nf.requesterIP.IsUnspecified() && nf.requesterIP != nf.target &&
-		!nf.target.IsLoopback() && !nf.target.IsMulticast() && !nf.target.IsUnspecified()
+	nf.request = arp.Op() == header.ARPRequest && nf.requesterIP != nf.target &&
+		!nf.target.IsLoopback() && !nf.target.IsMulticast() && !nf.target.IsUnspecified() &&
+		nf.canAnswer()
 	return nf, true
 }
 
@@ -413,9 +413,9 @@ func parseNDP(b []byte, ethSrc MAC) (neighborFrame, bool) {
 			nf.requesterMAC = *sll
 			nf.setLocal(*sll, src)
 		}
-		nf.request = !src.IsUnspecified() && // DAD
-			!nf.target.IsMulticast() && !nf.target.IsLoopback() && !nf.target.IsUnspecified() &&
-			!netip.AddrFrom16(ip.DestinationAddress().As16()).IsLoopback()
+		nf.request = !nf.target.IsMulticast() && !nf.target.IsLoopback() && !nf.target.IsUnspecified() &&
+			!netip.AddrFrom16(ip.DestinationAddress().As16()).IsLoopback() &&
+			nf.canAnswer() // not DAD, whose source is unspecified
 	case header.ICMPv6NeighborAdvert:
 		if len(icmp) < header.ICMPv6NeighborAdvertMinimumSize {
 			return neighborFrame{}, false
@@ -475,6 +475,14 @@ func linkLayerOption(opts header.NDPOptions, source bool) (*MAC, bool) {
 		mac := MAC([]byte(addr))
 		return &mac, true
 	}
+}
+
+// canAnswer reports whether the requester can be answered: a unicast
+// sender address (not the unspecified one of an ARP probe or a DAD
+// solicitation) at a unicast link address.
+func (nf *neighborFrame) canAnswer() bool {
+	ip, mac := nf.requesterIP, nf.requesterMAC
+	return !ip.IsUnspecified() && !ip.IsMulticast() && !ip.IsLoopback() && !mac.IsMulticast() && !mac.IsZero()
 }
 
 // setLocal records (mac, ip) for the hook unless one of them cannot be a
@@ -548,8 +556,9 @@ func (nf *neighborFrame) neighborAdvert(mac MAC) []byte {
 	return b
 }
 
-// isNeighborEtherType is the transmit path's first test: whether a frame
-// of Ethernet type typ can be ARP or NDP.
+// isNeighborEtherType returns the Ethernet type of eth (at least an
+// Ethernet header) and whether the frame can be ARP or NDP: the transmit
+// path's first, cheap test.
 func isNeighborEtherType(eth []byte) (uint16, bool) {
 	typ := binary.BigEndian.Uint16(eth[12:14])
 	return typ, typ == etherTypeARP || typ == etherTypeIPv6
