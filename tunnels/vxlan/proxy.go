@@ -60,10 +60,12 @@ const proxyQueueLen = 64
 // proxy is a device's neighbour table, its ARP/ND proxy and its local
 // neighbour hook.
 type proxy struct {
-	// table maps IP to MAC; readers load it without a lock, writers
-	// (serialized by mu) publish a modified copy. The table changes at
-	// control-plane pace and is read on every ARP request and NS.
-	table atomic.Pointer[map[netip.Addr]MAC]
+	// table maps netip.Addr to MAC; readers load from it without a
+	// lock, writers are serialized by mu. sync.Map, as the FDB's: EVPN
+	// fills it with one entry per remote MAC+IP route, and a
+	// copy-on-write map would make each insert O(n) (100,000 routes, 5e9
+	// copies).
+	table sync.Map
 	mu    sync.Mutex
 
 	hook atomic.Pointer[func(MAC, netip.Addr)]
@@ -184,16 +186,7 @@ func (d *Device) AddNeighbor(ip netip.Addr, mac MAC) error {
 	p := &d.proxy
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := p.tableMap()
-	if m, ok := old[ip]; ok && m == mac {
-		return nil
-	}
-	next := make(map[netip.Addr]MAC, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[ip] = mac
-	p.table.Store(&next)
+	p.table.Store(ip, mac)
 	return nil
 }
 
@@ -204,28 +197,20 @@ func (d *Device) DeleteNeighbor(ip netip.Addr) error {
 	p := &d.proxy
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old := p.tableMap()
-	if _, ok := old[ip]; !ok {
+	if _, ok := p.table.LoadAndDelete(ip); !ok {
 		return fmt.Errorf("neighbour ip %v: %w", ip, ErrNeighborNotFound)
 	}
-	next := make(map[netip.Addr]MAC, len(old))
-	for k, v := range old {
-		if k != ip {
-			next[k] = v
-		}
-	}
-	p.table.Store(&next)
 	return nil
 }
 
 // Neighbors returns a snapshot of the proxy neighbour table, sorted by IP
 // (IPv4 before IPv6).
 func (d *Device) Neighbors() []Neighbor {
-	m := d.proxy.tableMap()
-	ns := make([]Neighbor, 0, len(m))
-	for ip, mac := range m {
-		ns = append(ns, Neighbor{IP: ip, MAC: mac})
-	}
+	var ns []Neighbor
+	d.proxy.table.Range(func(ip, mac any) bool {
+		ns = append(ns, Neighbor{IP: ip.(netip.Addr), MAC: mac.(MAC)})
+		return true
+	})
 	slices.SortFunc(ns, func(a, b Neighbor) int { return a.IP.Compare(b.IP) })
 	return ns
 }
@@ -259,22 +244,14 @@ func (d *Device) SetLocalNeighborHook(f func(mac MAC, ip netip.Addr)) {
 	d.proxy.hook.Store(&f)
 }
 
-func (p *proxy) tableMap() map[netip.Addr]MAC {
-	if m := p.table.Load(); m != nil {
-		return *m
-	}
-	return nil
-}
-
 // lookup returns the table's MAC for ip. It takes no lock and does not
-// allocate.
+// allocate (measured: sync.Map.Load of a netip.Addr key stays on the stack).
 func (p *proxy) lookup(ip netip.Addr) (MAC, bool) {
-	m := p.table.Load()
-	if m == nil {
+	v, ok := p.table.Load(ip)
+	if !ok {
 		return MAC{}, false
 	}
-	mac, ok := (*m)[ip]
-	return mac, ok
+	return v.(MAC), true
 }
 
 // Ethernet types the transmit path tests before anything else.
