@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"sync"
 
-	"github.com/google/uuid"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 
 	"github.com/udptunnel/udptunnel/tunnels/vxlan"
@@ -22,7 +21,7 @@ type Binding struct {
 
 	// The fields below are guarded by s.mu.
 	closed bool
-	imet   uuid.UUID // the originated inclusive multicast route
+	imet   *apiutil.Path // the originated inclusive multicast route
 	local  map[vxlan.MAC]*localMAC
 
 	flood     map[netip.Addr]int // originator -> routes naming it
@@ -42,7 +41,7 @@ type localMAC struct {
 	seq     uint32 // MAC mobility sequence number advertised
 	yielded bool   // withdrawn: a remote VTEP has it with a higher number
 	remote  uint32 // highest remote number seen while yielded
-	routes  map[netip.Addr]uuid.UUID
+	routes  map[netip.Addr]*apiutil.Path // originated, by IP (zero: MAC only)
 }
 
 type seenKey struct {
@@ -241,31 +240,33 @@ func (b *Binding) originate() error {
 	if err != nil {
 		return fmt.Errorf("vni %d: inclusive multicast route: %w", b.in.vni, err)
 	}
-	id, err := b.add(p)
-	if err != nil {
+	if err := b.add(p); err != nil {
 		return fmt.Errorf("vni %d: inclusive multicast route: %w", b.in.vni, err)
 	}
-	b.imet = id
+	b.imet = p
 	var mac vxlan.MAC
 	copy(mac[:], b.dev.MAC())
 	return b.addLocal(mac, deviceAddrs(b.dev))
 }
 
-// add originates p and returns its handle.
-func (b *Binding) add(p *apiutil.Path) (uuid.UUID, error) {
+// add originates p.
+func (b *Binding) add(p *apiutil.Path) error {
 	rs, err := b.s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{p}})
 	if err != nil {
-		return uuid.UUID{}, err
+		return err
 	}
-	return rs[0].UUID, rs[0].Error
+	return rs[0].Error
 }
 
-// withdraw withdraws originated routes by handle.
-func (b *Binding) withdraw(ids ...uuid.UUID) error {
-	if len(ids) == 0 {
+// withdraw withdraws originated routes. They are named by their paths,
+// not by the UUIDs AddPath returns: GoBGP v4.8.0 looks a UUID up by
+// walking its whole RIB, for each UUID, which makes withdrawing a table
+// of 10,000 routes take minutes; by path it is one lookup each.
+func (b *Binding) withdraw(ps ...*apiutil.Path) error {
+	if len(ps) == 0 {
 		return nil
 	}
-	return b.s.srv.DeletePath(apiutil.DeletePathRequest{UUIDs: ids})
+	return b.s.srv.DeletePath(apiutil.DeletePathRequest{Paths: ps})
 }
 
 // deviceAddrs lists dev's unicast addresses in its stack, link-local
@@ -293,7 +294,7 @@ func usableIP(a netip.Addr) bool {
 func (b *Binding) addLocal(mac vxlan.MAC, ips []netip.Addr) error {
 	lm := b.local[mac]
 	if lm == nil {
-		lm = &localMAC{ips: map[netip.Addr]bool{}, routes: map[netip.Addr]uuid.UUID{}}
+		lm = &localMAC{ips: map[netip.Addr]bool{}, routes: map[netip.Addr]*apiutil.Path{}}
 		// MAC mobility: above every number a remote VTEP uses for it.
 		if w := best(b.macs[mac]); w != nil {
 			lm.seq = w.seq + 1
@@ -325,9 +326,8 @@ func (b *Binding) advertiseLocal(mac vxlan.MAC, lm *localMAC) error {
 		}
 		p, err := b.s.macIPPath(b.in, mac, ip, lm.seq)
 		if err == nil {
-			var id uuid.UUID
-			if id, err = b.add(p); err == nil {
-				lm.routes[ip] = id
+			if err = b.add(p); err == nil {
+				lm.routes[ip] = p
 				continue
 			}
 		}
@@ -338,12 +338,12 @@ func (b *Binding) advertiseLocal(mac vxlan.MAC, lm *localMAC) error {
 
 // withdrawLocal withdraws every route of lm. s.mu is held.
 func (b *Binding) withdrawLocal(lm *localMAC) error {
-	ids := make([]uuid.UUID, 0, len(lm.routes))
-	for _, id := range lm.routes {
-		ids = append(ids, id)
+	ps := make([]*apiutil.Path, 0, len(lm.routes))
+	for _, p := range lm.routes {
+		ps = append(ps, p)
 	}
 	clear(lm.routes)
-	return b.withdraw(ids...)
+	return b.withdraw(ps...)
 }
 
 // AddLocalMAC declares mac a MAC address of the userspace side besides the
@@ -422,7 +422,7 @@ func (b *Binding) learnLocalIP(mac vxlan.MAC, ip netip.Addr) {
 // advertised counts the routes the binding originates now. s.mu is held.
 func (b *Binding) advertised() int {
 	n := 0
-	if b.imet != (uuid.UUID{}) {
+	if b.imet != nil {
 		n++
 	}
 	for _, lm := range b.local {
@@ -447,18 +447,18 @@ func (b *Binding) closeLocked() error {
 	b.closed = true
 	b.dev.SetLocalNeighborHook(nil)
 	var errs []error
-	ids := []uuid.UUID{}
-	if b.imet != (uuid.UUID{}) {
-		ids = append(ids, b.imet)
-		b.imet = uuid.UUID{}
+	var ps []*apiutil.Path
+	if b.imet != nil {
+		ps = append(ps, b.imet)
+		b.imet = nil
 	}
 	for _, lm := range b.local {
-		for _, id := range lm.routes {
-			ids = append(ids, id)
+		for _, p := range lm.routes {
+			ps = append(ps, p)
 		}
 		clear(lm.routes)
 	}
-	if err := b.withdraw(ids...); err != nil {
+	if err := b.withdraw(ps...); err != nil {
 		errs = append(errs, fmt.Errorf("vni %d: withdraw: %w", b.in.vni, err))
 	}
 	for mac := range b.fdb {
