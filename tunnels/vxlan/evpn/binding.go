@@ -38,9 +38,9 @@ type Binding struct {
 // localMAC is a MAC address on the userspace side of the binding.
 type localMAC struct {
 	ips     map[netip.Addr]bool
-	seq     uint32 // MAC mobility sequence number advertised
-	yielded bool   // withdrawn: a remote VTEP has it with a higher number
-	remote  uint32 // highest remote number seen while yielded
+	seq     uint32                       // MAC mobility sequence number advertised
+	yielded bool                         // withdrawn: a remote VTEP has it with a higher number
+	remote  uint32                       // highest remote number seen while yielded
 	routes  map[netip.Addr]*apiutil.Path // originated, by IP (zero: MAC only)
 }
 
