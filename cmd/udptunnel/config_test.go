@@ -155,24 +155,26 @@ interfaces:
 	}
 }
 
-// TestREADMEConfig keeps the README's configuration example true: it must
-// pass `udptunnel check`.
+// TestREADMEConfig keeps the README's configuration examples true: every
+// yaml block must pass `udptunnel check`.
 func TestREADMEConfig(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "```yaml\nlog:")
-	if !ok {
-		t.Fatal("README.md has no configuration example (a yaml block starting with log:)")
+	blocks := strings.Split(string(readme), "```yaml\n")[1:]
+	if len(blocks) < 2 {
+		t.Fatalf("README.md has %d configuration examples (yaml blocks), want the client's and EVPN's", len(blocks))
 	}
-	example, _, _ := strings.Cut("log:"+rest, "```")
-	path := t.TempDir() + "/readme.yaml"
-	if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 0 {
-		t.Fatalf("udptunnel check on README's example: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	for i, b := range blocks {
+		example, _, _ := strings.Cut(b, "```")
+		path := t.TempDir() + "/readme.yaml"
+		if err := os.WriteFile(path, []byte(example), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != 0 {
+			t.Errorf("udptunnel check on README's example %d: exit %d\n%s%s", i+1, code, stdout.String(), stderr.String())
+		}
 	}
 }
