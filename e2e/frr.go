@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -345,21 +344,7 @@ func (f *FRR) waitFor(d *daemon, files ...string) error {
 // once. Stop may be called more than once; t's cleanup calls it too.
 func (f *FRR) Stop() {
 	f.stopOnce.Do(func() {
-		var errs []error
-		for _, d := range []*daemon{f.bgpd, f.zebra} {
-			if d == nil {
-				continue
-			}
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-d.done:
-			case <-time.After(5 * time.Second):
-				d.cmd.Process.Kill()
-				<-d.done
-				errs = append(errs, fmt.Errorf("%s ignored SIGTERM for 5s; killed", d.name))
-			}
-		}
-		f.stopErr = errors.Join(errs...)
+		f.stopErr = stopDaemons(f.bgpd, f.zebra)
 	})
 }
 

@@ -169,9 +169,13 @@ func (o *OVS) waitFor(d *daemon, file string) error {
 
 // stop ends ovs-vswitchd, then ovsdb-server: SIGTERM, SIGKILL after 5 s.
 // The daemons remove their pid files and sockets as they exit.
-func (o *OVS) stop() error {
+func (o *OVS) stop() error { return stopDaemons(o.sw, o.db) }
+
+// stopDaemons stops ds in order (nil ones skipped): SIGTERM, then SIGKILL
+// after 5 s, which is an error naming the daemon.
+func stopDaemons(ds ...*daemon) error {
 	var errs []error
-	for _, d := range []*daemon{o.sw, o.db} {
+	for _, d := range ds {
 		if d == nil {
 			continue
 		}

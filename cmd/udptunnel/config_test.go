@@ -114,11 +114,7 @@ interfaces:
   - {type: bareudp, remote: 10.201.0.4, port: 6636, addresses: [192.168.48.1/24]}
   - {type: mplsudp, id: 1049, remote: 10.201.0.2, addresses: [192.168.49.1/24]}
 `
-	for _, tc := range []struct {
-		name, yaml string
-		code       int
-		want       string
-	}{
+	runCheckCases(t, []checkCase{
 		{"every protocol", good, 0, "OK"},
 		{"vni too large", good + "  - {type: vxlan, id: 16777216, remote: 10.201.0.2, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]: vni 16777216"},
 		{"duplicate vni", good + "  - {type: vxlan, id: 42, remote: 10.201.0.9, addresses: [192.168.50.1/24]}\n", 1, "line 11: interfaces[8]"},
@@ -138,7 +134,20 @@ interfaces:
 		{"forward to the unspecified address", good + "forwards: [{proto: tcp, listen: 127.0.0.1:8081, target: 0.0.0.0:80}]\n", 1, "line 11: forwards[0].target"},
 		{"forward with a zone", good + "forwards: [{proto: tcp, listen: \"[fe80::1%lo]:8081\", target: \"[fe80::2%lo]:80\"}]\n", 1, "line 11: forwards[0].listen"},
 		{"session without UE", "interfaces:\n  - {type: gtpu, remote: 10.0.0.1, addresses: [10.1.0.1/24], gtpu: {sessions: [{local_teid: 1, remote_teid: 2}]}}\n", 1, "line 2: interfaces[0]"},
-	} {
+	})
+}
+
+// checkCase is a configuration file, the exit code `udptunnel check` must
+// give it and a piece of the output it must print.
+type checkCase struct {
+	name, yaml string
+	code       int
+	want       string
+}
+
+// runCheckCases runs `udptunnel check` on each case, as a subtest.
+func runCheckCases(t *testing.T, cases []checkCase) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			path := t.TempDir() + "/c.yaml"
 			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {

@@ -27,11 +27,7 @@ evpn:
 // TestCheckEVPN: the evpn section is checked like the rest, values by the
 // evpn package itself, errors naming the key and its line.
 func TestCheckEVPN(t *testing.T) {
-	for _, tc := range []struct {
-		name, yaml string
-		code       int
-		want       string
-	}{
+	runCheckCases(t, []checkCase{
 		{"good", evpnConfigYAML, 0, "OK"},
 		{"targets", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]", "addresses: [192.168.100.1/24], vxlan: {rd: \"10.201.0.1:100\", import_targets: [\"65001:100\"], export_targets: [\"65000:100\"]}", 1), 0, "OK"},
 		{"learning", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]", "addresses: [192.168.100.1/24], vxlan: {learning: true}", 1), 1, "line 3: interfaces[0].vxlan.learning: learning must be off with evpn"},
@@ -44,21 +40,7 @@ func TestCheckEVPN(t *testing.T) {
 		{"passive without listener", strings.Replace(evpnConfigYAML, "asn: 65000}", "asn: 65000, passive: true}", 1), 1, "evpn: neighbors[0].passive"},
 		{"bad target", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]", "addresses: [192.168.100.1/24], vxlan: {import_targets: [\"x\"]}", 1), 1, "line 3: interfaces[0].vxlan: import_targets[0] x"},
 		{"local other than the vtep", strings.Replace(evpnConfigYAML, "id: 100,", "id: 100, local: 10.201.0.9,", 1), 1, "interfaces[0].local"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := t.TempDir() + "/c.yaml"
-			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			var stdout, stderr bytes.Buffer
-			if code := run([]string{"check", "-c", path}, &stdout, &stderr); code != tc.code {
-				t.Fatalf("exit %d, want %d\n%s%s", code, tc.code, stdout.String(), stderr.String())
-			}
-			if out := stdout.String() + stderr.String(); !strings.Contains(out, tc.want) {
-				t.Errorf("output lacks %q:\n%s", tc.want, out)
-			}
-		})
-	}
+	})
 }
 
 // freeTCP returns a TCP port free on addr now.
