@@ -57,12 +57,15 @@ func checkEVPN(cfg *Config, l *lines, n *node) error {
 	if err := ec.Validate(); err != nil {
 		return l.errAt(err.Error(), "evpn")
 	}
-	bound := 0
+	vnis := map[uint32]int{}
 	for i, f := range n.ifaces {
 		if f.vx == nil {
 			continue
 		}
-		bound++
+		if j, dup := vnis[uint32(f.vx.VNI())]; dup {
+			return l.errAt(fmt.Sprintf("vni %d is also interfaces[%d]'s: one EVPN instance per VNI", f.vx.VNI(), j), "interfaces", i, "id")
+		}
+		vnis[uint32(f.vx.VNI())] = i
 		if local := addr(f.cfg.Local); local.IsValid() && local != n.local {
 			return l.errAt(fmt.Sprintf("%v: with evpn the outer source is the VTEP address, the underlay's %v", local, n.local), "interfaces", i, "local")
 		}
@@ -70,7 +73,7 @@ func checkEVPN(cfg *Config, l *lines, n *node) error {
 			return l.errAt(err.Error(), "interfaces", i, "vxlan")
 		}
 	}
-	if bound == 0 {
+	if len(vnis) == 0 {
 		return l.errAt("no vxlan interface to bind", "evpn")
 	}
 	return nil

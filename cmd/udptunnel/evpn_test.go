@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,6 +41,7 @@ func TestCheckEVPN(t *testing.T) {
 		{"neighbor without asn", strings.Replace(evpnConfigYAML, ", asn: 65000}", "}", 1), 1, "evpn: neighbors[0].asn 0"},
 		{"passive without listener", strings.Replace(evpnConfigYAML, "asn: 65000}", "asn: 65000, passive: true}", 1), 1, "evpn: neighbors[0].passive"},
 		{"bad target", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]", "addresses: [192.168.100.1/24], vxlan: {import_targets: [\"x\"]}", 1), 1, "line 3: interfaces[0].vxlan: import_targets[0] x"},
+		{"one vni twice", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]}", "addresses: [192.168.100.1/24]}\n  - {name: vx2, type: vxlan, id: 100, port: 8472, addresses: [192.168.101.1/24]}", 1), 1, "line 4: interfaces[1].id: vni 100 is also interfaces[0]'s"},
 		{"local other than the vtep", strings.Replace(evpnConfigYAML, "id: 100,", "id: 100, local: 10.201.0.9,", 1), 1, "interfaces[0].local"},
 	})
 }
@@ -79,22 +82,39 @@ evpn:
   connect_retry: 1s
   neighbors: [{address: 127.0.0.1, asn: 65000, port: %d, local_address: 127.0.0.2}]
 `, adminB, bgpPort)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 2)
-	var outs [2]bytes.Buffer
+	var paths [2]string
 	for i, c := range []string{cfgA, cfgB} {
-		path := t.TempDir() + "/c.yaml"
-		if err := os.WriteFile(path, []byte(c), 0o600); err != nil {
+		paths[i] = t.TempDir() + "/c.yaml"
+		if err := os.WriteFile(paths[i], []byte(c), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		go func() { done <- runWithSignals([]string{"-c", path}, io.Discard, &outs[i], ctx) }()
 	}
+	// A runs in this process, B in a child (this test binary again, see
+	// TestMain): one GoBGP per process, as in production. GoBGP v4.8.0
+	// keeps its route selection options in package globals that every
+	// StartBgp writes, so two speakers starting at once in one process
+	// race on them (see evpn's startMu).
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var outA, outB syncBuffer
+	go func() { done <- runWithSignals([]string{"-c", paths[0]}, io.Discard, &outA, ctx) }()
+	child := exec.Command(os.Args[0])
+	child.Env = append(os.Environ(), childRunEnv+"="+paths[1])
+	child.Stdout, child.Stderr = io.Discard, &outB
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := child.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	outs := func() string { return "A:\n" + outA.String() + "\nB:\n" + outB.String() }
 	defer func() {
 		cancel()
-		for range 2 {
-			if code := <-done; code != 0 {
-				t.Errorf("run exited %d:\n%s\n%s", code, outs[0].String(), outs[1].String())
-			}
+		if code := <-done; code != 0 {
+			t.Errorf("run A exited %d:\n%s", code, outs())
+		}
+		child.Process.Signal(syscall.SIGTERM)
+		if err := child.Wait(); err != nil {
+			t.Errorf("run B (child): %v\n%s", err, outs())
 		}
 	}()
 
@@ -115,7 +135,7 @@ evpn:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("B never learned A from BGP: %+v\n%s\n%s", st, outs[0].String(), outs[1].String())
+			t.Fatalf("B never learned A from BGP: %+v\n%s", st, outs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -137,4 +157,17 @@ evpn:
 			t.Errorf("status output lacks %q:\n%s", want, stdout.String())
 		}
 	}
+}
+
+// childRunEnv names the configuration file that a child made by a test
+// runs `udptunnel run -c` on, instead of the tests (TestMain).
+const childRunEnv = "UDPTUNNEL_TEST_CHILD_RUN"
+
+// TestMain runs the tests, or, in a child a test started with
+// childRunEnv set, `udptunnel run` until SIGTERM.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childRunEnv); path != "" {
+		os.Exit(run([]string{"run", "-c", path}, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
 }

@@ -24,7 +24,7 @@ type Binding struct {
 	imet   *apiutil.Path // the originated inclusive multicast route
 	local  map[vxlan.MAC]*localMAC
 
-	flood     map[netip.Addr]int // originator -> routes naming it
+	flood     map[netip.Addr]*floodEntry // by originator
 	macs      map[vxlan.MAC]map[string]*remoteRoute
 	fdb       map[vxlan.MAC]vxlan.Remote // what the binding installed
 	ips       map[netip.Addr]map[string]*remoteRoute
@@ -33,6 +33,14 @@ type Binding struct {
 	// seen dedupes local neighbour observations on the transmit path:
 	// a (MAC, IP) pair is queued to the control plane once.
 	seen sync.Map
+}
+
+// floodEntry is a flood list entry the binding installed: the remote as
+// written (the first route's label decides its VNI) and the number of
+// routes that name its originator.
+type floodEntry struct {
+	rem  vxlan.Remote
+	refs int
 }
 
 // localMAC is a MAC address on the userspace side of the binding.
@@ -53,7 +61,7 @@ func newBinding(s *Speaker, dev *vxlan.Device, in *instance) *Binding {
 	return &Binding{
 		s: s, dev: dev, in: in,
 		local:     map[vxlan.MAC]*localMAC{},
-		flood:     map[netip.Addr]int{},
+		flood:     map[netip.Addr]*floodEntry{},
 		macs:      map[vxlan.MAC]map[string]*remoteRoute{},
 		fdb:       map[vxlan.MAC]vxlan.Remote{},
 		ips:       map[netip.Addr]map[string]*remoteRoute{},
@@ -91,12 +99,17 @@ func (b *Binding) remoteFor(addr netip.Addr, r *remoteRoute) vxlan.Remote {
 func (b *Binding) apply(r *remoteRoute) {
 	switch r.typ {
 	case typeInclusive:
-		b.flood[r.origin]++
-		if b.flood[r.origin] == 1 {
-			if err := b.dev.FDB().Append(vxlan.MAC{}, b.remoteFor(r.origin, r)); err == nil {
-				b.s.installed(r.peer)
-			}
+		if e := b.flood[r.origin]; e != nil {
+			e.refs++
+			return
 		}
+		rem := b.remoteFor(r.origin, r)
+		if err := b.dev.FDB().Append(vxlan.MAC{}, rem); err != nil {
+			b.s.stats.ignored.Add(1)
+			return
+		}
+		b.flood[r.origin] = &floodEntry{rem: rem, refs: 1}
+		b.s.installed(r.peer)
 	case typeMACIP:
 		addTo(b.macs, r.mac, r)
 		b.reconcileMAC(r.mac)
@@ -111,13 +124,13 @@ func (b *Binding) apply(r *remoteRoute) {
 func (b *Binding) unapply(r *remoteRoute) {
 	switch r.typ {
 	case typeInclusive:
-		if b.flood[r.origin] == 0 {
+		e := b.flood[r.origin]
+		if e == nil {
 			return
 		}
-		b.flood[r.origin]--
-		if b.flood[r.origin] == 0 {
+		if e.refs--; e.refs == 0 {
 			delete(b.flood, r.origin)
-			if err := b.dev.FDB().DeleteRemote(vxlan.MAC{}, b.remoteFor(r.origin, r)); err == nil {
+			if err := b.dev.FDB().DeleteRemote(vxlan.MAC{}, e.rem); err == nil {
 				b.s.stats.removed.Add(1)
 			}
 		}
@@ -167,20 +180,20 @@ func best(routes map[string]*remoteRoute) *remoteRoute {
 func (b *Binding) reconcileMAC(mac vxlan.MAC) {
 	w := best(b.macs[mac])
 	if lm := b.local[mac]; lm != nil {
-		switch {
-		case w != nil && w.seq > lm.seq && !lm.yielded:
-			// RFC 7432 §15: a remote VTEP advertises the MAC with a higher
-			// sequence number: it moved there. Withdraw ours.
+		// RFC 7432 §15.1: a remote VTEP advertises the MAC with a higher
+		// sequence number, or the same one from a lower address: it moved
+		// there (or lives there too, and the lower address keeps it).
+		// Withdraw ours. It stays withdrawn until the MAC is declared
+		// local again (AddLocalMAC, or Bind for the device's own): the
+		// remote routes going away, as when a session drops, is no
+		// evidence that it came back.
+		if w != nil && !lm.yielded && (w.seq > lm.seq || w.seq == lm.seq && w.nexthop.Less(b.s.cfg.VTEP)) {
 			b.withdrawLocal(lm)
-			lm.yielded, lm.remote = true, w.seq
+			lm.yielded = true
 			b.s.stats.movedAway.Add(1)
-		case w != nil && lm.yielded:
+		}
+		if w != nil && lm.yielded {
 			lm.remote = max(lm.remote, w.seq)
-		case w == nil && lm.yielded:
-			// Nobody else claims it any more: it is ours again, with a
-			// number above any the others used.
-			lm.yielded, lm.seq = false, lm.remote+1
-			b.advertiseLocal(mac, lm)
 		}
 		if !lm.yielded {
 			w = nil // a local MAC needs no FDB entry
@@ -266,7 +279,11 @@ func (b *Binding) withdraw(ps ...*apiutil.Path) error {
 	if len(ps) == 0 {
 		return nil
 	}
-	return b.s.srv.DeletePath(apiutil.DeletePathRequest{Paths: ps})
+	ws := make([]*apiutil.Path, len(ps))
+	for i, p := range ps {
+		ws[i] = forWithdrawal(p)
+	}
+	return b.s.srv.DeletePath(apiutil.DeletePathRequest{Paths: ws})
 }
 
 // deviceAddrs lists dev's unicast addresses in its stack, link-local
@@ -293,13 +310,21 @@ func usableIP(a netip.Addr) bool {
 // addLocal makes mac local with ips and advertises what is new. s.mu is held.
 func (b *Binding) addLocal(mac vxlan.MAC, ips []netip.Addr) error {
 	lm := b.local[mac]
-	if lm == nil {
+	switch {
+	case lm == nil:
 		lm = &localMAC{ips: map[netip.Addr]bool{}, routes: map[netip.Addr]*apiutil.Path{}}
 		// MAC mobility: above every number a remote VTEP uses for it.
 		if w := best(b.macs[mac]); w != nil {
 			lm.seq = w.seq + 1
 		}
 		b.local[mac] = lm
+	case lm.yielded:
+		// It moved back here: above every number seen for it.
+		lm.yielded = false
+		lm.seq = lm.remote + 1
+		if w := best(b.macs[mac]); w != nil {
+			lm.seq = max(lm.seq, w.seq+1)
+		}
 	}
 	for _, ip := range ips {
 		lm.ips[ip.Unmap()] = true
@@ -412,6 +437,9 @@ func (b *Binding) learnLocalIP(mac vxlan.MAC, ip netip.Addr) {
 	b.s.mu.Lock()
 	defer b.s.mu.Unlock()
 	lm := b.local[mac]
+	if lm == nil {
+		b.seen.Delete(seenKey{mac, ip}) // counted again once the MAC is local
+	}
 	if b.closed || lm == nil || lm.ips[ip] {
 		return
 	}
@@ -471,14 +499,12 @@ func (b *Binding) closeLocked() error {
 			b.s.stats.removed.Add(1)
 		}
 	}
-	for _, r := range b.s.routes {
-		if r.typ == typeInclusive && b.flood[r.origin] > 0 {
-			delete(b.flood, r.origin)
-			if b.dev.FDB().DeleteRemote(vxlan.MAC{}, b.remoteFor(r.origin, r)) == nil {
-				b.s.stats.removed.Add(1)
-			}
+	for _, e := range b.flood {
+		if b.dev.FDB().DeleteRemote(vxlan.MAC{}, e.rem) == nil {
+			b.s.stats.removed.Add(1)
 		}
 	}
+	clear(b.flood)
 	clear(b.fdb)
 	clear(b.neighbors)
 	clear(b.macs)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,7 +72,8 @@ type BindConfig struct {
 	// empty means router-id:VNI (type 1), as FRR derives it.
 	RD string
 	// ImportTargets are the route targets that import a received route
-	// into the VNI; empty means AS:VNI (FRR's auto-derivation).
+	// into the VNI; empty means AS:VNI (FRR's auto-derivation: a
+	// four-octet AS contributes its low 16 bits).
 	ImportTargets []string
 	// ExportTargets are the route targets attached to originated routes;
 	// empty means AS:VNI. eBGP needs explicit targets on one side at
@@ -175,21 +177,20 @@ func newInstance(cfg *Config, vni vxlan.VNI, bc BindConfig) (*instance, error) {
 		in.rd = rd
 	} else {
 		rd, err := bgp.ParseRouteDistinguisher(bc.RD)
+		if err == nil {
+			err = checkAdmin(bc.RD)
+		}
 		if err != nil {
 			return nil, invalid("rd", bc.RD, err.Error())
 		}
 		in.rd = rd
 	}
 	in.rdText = in.rd.String()
-	auto := func(field string) ([]string, error) {
-		switch {
-		case cfg.ASN <= 0xffff:
-			return []string{fmt.Sprintf("%d:%d", cfg.ASN, vni)}, nil
-		case vni <= 0xffff:
-			return []string{fmt.Sprintf("%d:%d", cfg.ASN, vni)}, nil
-		default:
-			return nil, invalid(field, "[]", fmt.Sprintf("AS %d and VNI %d do not fit one route target; set %s", cfg.ASN, vni, field))
-		}
+	// FRR's automatic route target: AS:VNI as a two-octet-AS target,
+	// with a four-octet AS cut to its low 16 bits (bgp_evpn's
+	// form_auto_rt); the VNI always fits its 32-bit field.
+	auto := func(string) ([]string, error) {
+		return []string{fmt.Sprintf("%d:%d", cfg.ASN&0xffff, vni)}, nil
 	}
 	imp, exp := bc.ImportTargets, bc.ExportTargets
 	var err error
@@ -205,6 +206,9 @@ func newInstance(cfg *Config, vni vxlan.VNI, bc BindConfig) (*instance, error) {
 	}
 	for i, s := range imp {
 		rt, err := bgp.ParseRouteTarget(strings.TrimSpace(s))
+		if err == nil {
+			err = checkAdmin(strings.TrimSpace(s))
+		}
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("import_targets[%d]", i), s, err.Error())
 		}
@@ -212,6 +216,9 @@ func newInstance(cfg *Config, vni vxlan.VNI, bc BindConfig) (*instance, error) {
 	}
 	for i, s := range exp {
 		rt, err := bgp.ParseRouteTarget(strings.TrimSpace(s))
+		if err == nil {
+			err = checkAdmin(strings.TrimSpace(s))
+		}
 		if err != nil {
 			return nil, invalid(fmt.Sprintf("export_targets[%d]", i), s, err.Error())
 		}
@@ -219,6 +226,35 @@ func newInstance(cfg *Config, vni vxlan.VNI, bc BindConfig) (*instance, error) {
 		in.expTxt = append(in.expTxt, rt.String())
 	}
 	return in, nil
+}
+
+// checkAdmin checks the field widths of an RD or route target
+// "ADMIN:NUMBER", which GoBGP's parsers truncate silently: a two-octet AS
+// takes a 32-bit number, a four-octet AS or an IPv4 address a 16-bit one.
+func checkAdmin(s string) error {
+	admin, num, ok := strings.Cut(s, ":")
+	if !ok {
+		return fmt.Errorf("want ADMIN:NUMBER")
+	}
+	n, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return fmt.Errorf("number %q: %w", num, err)
+	}
+	limit := uint64(0xffff)
+	if as, err := strconv.ParseUint(admin, 10, 64); err == nil {
+		switch {
+		case as > 0xffffffff:
+			return fmt.Errorf("AS %d above 32 bits", as)
+		case as <= 0xffff:
+			limit = 0xffffffff
+		}
+	} else if _, err := netip.ParseAddr(admin); err != nil {
+		return fmt.Errorf("administrator %q: want an AS number or an IPv4 address", admin)
+	}
+	if n > limit {
+		return fmt.Errorf("number %d above %d for administrator %s", n, limit, admin)
+	}
+	return nil
 }
 
 // Validate checks cfg as Start would, without starting anything; the

@@ -41,8 +41,27 @@
 // the route with the highest MAC Mobility sequence number wins, ties broken
 // by the lowest VTEP address. A local MAC is advertised with a sequence
 // number one above the highest a remote route carries for it; a local MAC
-// for which a remote VTEP advertises a higher sequence number has moved
-// away, and its route is withdrawn.
+// for which a remote VTEP advertises a higher sequence number, or the same
+// one from a lower address, has moved away: its routes are withdrawn until
+// it is declared local again (Binding.AddLocalMAC), never just because the
+// remote routes went away, as they do when a session drops.
+//
+// # GoBGP v4.8.0, as met here
+//
+//   - Route selection options are package globals that every StartBgp
+//     writes: Start serialises its own calls, but a speaker that starts
+//     while another one in the same process handles updates races on
+//     them (same values, a race for the race detector). Run one speaker
+//     per process, as the CLI does, or start them before traffic.
+//   - GoBGP does MAC mobility of its own: it withdraws a local MAC/IP
+//     route when a remote one has a higher sequence number, and checks
+//     sequence numbers on withdrawals too. The routes carry the MAC
+//     Mobility community even with sequence 0 so that both count alike,
+//     and withdrawals carry the highest number.
+//   - Withdrawal by UUID walks the whole RIB per UUID; routes are
+//     withdrawn by path instead.
+//   - A peer's outgoing queue can keep one parked goroutine after the
+//     session stops (its cleanup drains without blocking).
 //
 // # What it is not
 //

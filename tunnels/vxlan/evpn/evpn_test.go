@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -264,13 +266,51 @@ func TestMACMove(t *testing.T) {
 	if st := a.sp.Stats(); st.MACsMovedAway != 1 {
 		t.Errorf("A's moved-away count %d, want 1", st.MACsMovedAway)
 	}
-	// B lets M go: A has it again, with a number above B's.
+	waitFor(t, "B drops A's withdrawn routes for M", func() bool {
+		for _, r := range b.sp.Status().VNIs[0].Remote {
+			if r.MAC == m.String() {
+				return false
+			}
+		}
+		return true
+	})
+	// B lets M go: A does not take it back by itself (a remote route
+	// going away, as when a session drops, says nothing about where the
+	// MAC is), and B forgets it.
 	if err := b.b.RemoveLocalMAC(m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A advertises M again", func() bool { l := local(a); return !l.MovedAway && l.Seq == 2 })
+	waitFor(t, "A forgets B's route for M", func() bool { _, ok := a.fdbRemote(m); return !ok })
+	if l := local(a); !l.MovedAway {
+		t.Errorf("A took M back by itself: %+v", l)
+	}
+	// M moves back to A: advertised with a number above B's.
+	if err := a.b.AddLocalMAC(m, ip); err != nil {
+		t.Fatal(err)
+	}
+	if l := local(a); l.MovedAway || l.Seq != 2 {
+		t.Errorf("A's route for M after it came back: %+v, want seq 2", l)
+	}
 	waitFor(t, "B's FDB has M at A again", func() bool { r, ok := b.fdbRemote(m); return ok && r == outA })
-	if err := b.b.RemoveLocalMAC(m); !errors.Is(err, evpn.ErrNotLocal) {
+	// And a second move to B, with a number above A's: GoBGP checks the
+	// numbers of withdrawals too, which must not stop A's.
+	if err := b.b.AddLocalMAC(m, ip); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A's FDB has M at B again", func() bool { r, ok := a.fdbRemote(m); return ok && r == outB })
+	if l := local(b); l.Seq != 3 {
+		t.Errorf("B's route for M after the second move: %+v, want seq 3", l)
+	}
+	waitFor(t, "A yields M again", func() bool { return local(a).MovedAway })
+	waitFor(t, "B drops A's withdrawn routes for M", func() bool {
+		for _, r := range b.sp.Status().VNIs[0].Remote {
+			if r.MAC == m.String() {
+				return false
+			}
+		}
+		return true
+	})
+	if err := b.b.RemoveLocalMAC(vxlan.MAC{2, 0, 0, 0, 0, 0x99}); !errors.Is(err, evpn.ErrNotLocal) {
 		t.Errorf("RemoveLocalMAC of a MAC not local: %v, want ErrNotLocal", err)
 	}
 }
@@ -363,5 +403,116 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := sp.Bind(plain, evpn.BindConfig{}); !errors.Is(err, evpn.ErrClosed) {
 		t.Errorf("Bind after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestUnbindOneOfTwoVNIs: B serves VNIs 100 and 200, A binds 100 only.
+// A's flood entry for B is the VNI 100 one, and unbinding removes it,
+// however the two routes from one originator are ordered.
+func TestUnbindOneOfTwoVNIs(t *testing.T) {
+	hosts := tunneltest.Pair(t, memlink.Options{}, tunneltest.Outer4)
+	a, b := newDevice(t, hosts[0], innerA), newDevice(t, hosts[1], innerB)
+	b200, err := b.sock.AddDevice(nil, vxlan.Config{VNI: 200, Local: hosts[1].Outer, Proxy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	lo1, lo2 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
+	a.sp = startSpeaker(t, evpn.Config{ASN: asn, VTEP: hosts[0].Outer, ListenPort: port, ListenAddresses: []netip.Addr{lo1},
+		Neighbors: []evpn.Neighbor{{Address: lo2, ASN: asn, Passive: true}}})
+	b.sp = startSpeaker(t, evpn.Config{ASN: asn, VTEP: hosts[1].Outer,
+		Neighbors: []evpn.Neighbor{{Address: lo1, ASN: asn, Port: port, LocalAddress: lo2}}})
+	bind(t, b)
+	if _, err := b.sp.Bind(b200, evpn.BindConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	outB := hosts[1].Outer
+	for i := range 5 {
+		ab := bind(t, a)
+		waitFor(t, "A floods to B", func() bool { return a.floods(outB) })
+		waitFor(t, "A holds both of B's inclusive routes", func() bool { return a.sp.Stats().RoutesReceived >= 2 })
+		if err := ab.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if a.floods(outB) || a.dev.FDB().Len() != 0 {
+			t.Fatalf("round %d: after Binding.Close A's FDB keeps %v", i, a.dev.FDB().Entries())
+		}
+	}
+}
+
+// TestEqualSequenceTie: two VTEPs declare the same MAC local with the
+// same sequence number; the one with the higher address withdraws its
+// route (RFC 7432 §15.1) and sends to the other.
+func TestEqualSequenceTie(t *testing.T) {
+	a, b := newPair(t)
+	m := vxlan.MAC{0x02, 0, 0, 0, 0, 0x44}
+	// Both before the session is up (it takes GoBGP a connect retry):
+	// sequence 0 on both.
+	if a.sp.Stats().SessionsUp != 0 {
+		t.Skip("the session came up before the MACs were added; the tie needs them first")
+	}
+	if err := a.b.AddLocalMAC(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.b.AddLocalMAC(m); err != nil {
+		t.Fatal(err)
+	}
+	outA := tunneltest.Outer4[0].Addr() // the lower address: A keeps it
+	waitFor(t, "B yields M to A", func() bool {
+		for _, l := range b.sp.Status().VNIs[0].Local {
+			if l.MAC == m.String() {
+				return l.MovedAway
+			}
+		}
+		return false
+	})
+	waitFor(t, "B sends M to A", func() bool { r, ok := b.fdbRemote(m); return ok && r == outA })
+	for _, l := range a.sp.Status().VNIs[0].Local {
+		if l.MAC == m.String() && l.MovedAway {
+			t.Errorf("A, the lower address, yielded too: %+v", l)
+		}
+	}
+	if _, ok := a.fdbRemote(m); ok {
+		t.Errorf("A installs an FDB entry for its own MAC")
+	}
+}
+
+// TestRouteTargets: the automatic route target is FRR's (AS & 0xffff):VNI
+// also for a four-octet AS, and values GoBGP's parsers would truncate are
+// refused, naming the field.
+func TestRouteTargets(t *testing.T) {
+	cfg := evpn.Config{ASN: 4200000000, VTEP: netip.MustParseAddr("10.0.0.1"),
+		Neighbors: []evpn.Neighbor{{Address: netip.MustParseAddr("127.0.0.9"), ASN: 4200000000, Port: freePort(t)}}}
+	hosts := tunneltest.Pair(t, memlink.Options{}, tunneltest.Outer4)
+	v := newDevice(t, hosts[0], innerA)
+	sp := startSpeaker(t, cfg)
+	if _, err := sp.Bind(v.dev, evpn.BindConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d:100", 4200000000&0xffff)
+	if st := sp.Status().VNIs[0]; !slices.Equal(st.ImportTargets, []string{want}) || !slices.Equal(st.ExportTargets, []string{want}) {
+		t.Errorf("AS 4200000000, VNI 100: targets %v / %v, want %s", st.ImportTargets, st.ExportTargets, want)
+	}
+	for _, tc := range []struct {
+		bc    evpn.BindConfig
+		field string
+	}{
+		{evpn.BindConfig{RD: "10.0.0.1:70000"}, "rd"},
+		{evpn.BindConfig{RD: "65000:1:1"}, "rd"},
+		{evpn.BindConfig{ImportTargets: []string{"70000:70000"}}, "import_targets[0]"},
+		{evpn.BindConfig{ExportTargets: []string{"65000:1", "65000:5000000000"}}, "export_targets[1]"},
+		{evpn.BindConfig{ImportTargets: []string{"5000000000:1"}}, "import_targets[0]"},
+	} {
+		err := cfg.ValidateBind(100, tc.bc)
+		if !errors.Is(err, stack.ErrInvalid) || !strings.HasPrefix(err.Error(), tc.field+" ") {
+			t.Errorf("ValidateBind(%+v) = %v, want an error on %s", tc.bc, err, tc.field)
+		}
+	}
+	for _, ok := range []evpn.BindConfig{
+		{RD: "10.0.0.1:65535", ImportTargets: []string{"65000:4294967295", "4200000000:65535", "10.0.0.1:7"}},
+	} {
+		if err := cfg.ValidateBind(100, ok); err != nil {
+			t.Errorf("ValidateBind(%+v) = %v", ok, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package evpn
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 
@@ -28,11 +29,37 @@ func (s *Speaker) macIPPath(in *instance, mac vxlan.MAC, ip netip.Addr, seq uint
 	if err != nil {
 		return nil, err
 	}
-	ecs := s.exportCommunities(in)
-	if seq > 0 {
-		ecs = append(ecs, bgp.NewMacMobilityExtended(seq, false))
-	}
+	// The MAC Mobility community goes out with sequence 0 too (RFC 7432
+	// §7.7 allows leaving it out then): GoBGP counts a route without it
+	// as -1, below a peer's explicit 0, and would withdraw ours for it.
+	ecs := append(s.exportCommunities(in), bgp.NewMacMobilityExtended(seq, false))
 	return s.path(nlri, ecs)
+}
+
+// forWithdrawal returns p as DeletePath must see it. GoBGP checks a MAC/IP
+// route's MAC Mobility sequence number on withdrawal too and refuses one
+// below the highest it holds for the MAC, which is the usual case when a
+// moved MAC is withdrawn; a withdrawal carries no attributes on the wire,
+// so it gets the highest number.
+func forWithdrawal(p *apiutil.Path) *apiutil.Path {
+	if n, ok := p.Nlri.(*bgp.EVPNNLRI); !ok || n.RouteType != typeMACIP {
+		return p
+	}
+	w := *p
+	w.Attrs = make([]bgp.PathAttributeInterface, 0, len(p.Attrs))
+	for _, a := range p.Attrs {
+		if ec, ok := a.(*bgp.PathAttributeExtendedCommunities); ok {
+			var vs []bgp.ExtendedCommunityInterface
+			for _, v := range ec.Value {
+				if _, mm := v.(*bgp.MacMobilityExtended); !mm {
+					vs = append(vs, v)
+				}
+			}
+			a = bgp.NewPathAttributeExtendedCommunities(append(vs, bgp.NewMacMobilityExtended(math.MaxUint32, false)))
+		}
+		w.Attrs = append(w.Attrs, a)
+	}
+	return &w
 }
 
 // inclusivePath builds the type-3 route of in, with the PMSI tunnel

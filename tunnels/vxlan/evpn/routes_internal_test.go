@@ -3,6 +3,7 @@ package evpn
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -52,7 +53,8 @@ func attr(t *testing.T, p *apiutil.Path, typ bgp.BGPAttrType) []byte {
 // TestRouteWire checks the bytes of the routes we originate, field by
 // field against RFC 7432 §7.2/§7.3, RFC 6514 §5 (PMSI tunnel), RFC 8365
 // §5.1.3 (VNI in the label field), RFC 4360 (route target), RFC 9012
-// (encapsulation) and RFC 7432 §7.7 (MAC mobility).
+// (encapsulation) and RFC 7432 §7.7 (MAC mobility); and that a
+// withdrawal carries the highest sequence number GoBGP could hold.
 func TestRouteWire(t *testing.T) {
 	s, in := testSpeaker(t)
 	rd := "0001 0a000001 0064" // RD type 1: 10.0.0.1 (router ID) : 100 (VNI)
@@ -114,13 +116,18 @@ func TestRouteWire(t *testing.T) {
 			if want := unhex(tc.want); !bytes.Equal(got, want) {
 				t.Errorf("type 2 NLRI\n got %x\nwant %x", got, want)
 			}
-			want := ecs
-			if tc.seq != 0 {
-				want = unhex("c0 10 18" + "0002 fde8 00000064" + "030c 0000 00000008" +
-					"0600 00 00 00000007") // MAC mobility: not sticky, sequence 7
-			}
+			// MAC mobility: not sticky, the sequence number (also 0).
+			want := unhex("c0 10 18" + "0002 fde8 00000064" + "030c 0000 00000008" +
+				"0600 00 00" + fmt.Sprintf("%08x", tc.seq))
 			if got := attr(t, p, bgp.BGP_ATTR_TYPE_EXTENDED_COMMUNITIES); !bytes.Equal(got, want) {
 				t.Errorf("extended communities\n got %x\nwant %x", got, want)
+			}
+			w := forWithdrawal(p)
+			if got := attr(t, w, bgp.BGP_ATTR_TYPE_EXTENDED_COMMUNITIES); !bytes.Equal(got, unhex("c0 10 18"+"0002 fde8 00000064"+"030c 0000 00000008"+"0600 0000 ffffffff")) {
+				t.Errorf("withdrawal's extended communities %x", got)
+			}
+			if got := attr(t, p, bgp.BGP_ATTR_TYPE_EXTENDED_COMMUNITIES); !bytes.Equal(got, want) {
+				t.Errorf("forWithdrawal changed the advertised path: %x", got)
 			}
 			// And back: what we send is what we read.
 			p.PeerAddress = netip.MustParseAddr("10.0.0.2")

@@ -125,6 +125,13 @@ func Start(cfg Config) (*Speaker, error) {
 	return s, nil
 }
 
+// startMu serialises GoBGP's StartBgp across the speakers of a process:
+// GoBGP v4.8.0 writes its route selection options into package globals
+// (table.SelectionOptions, table.UseMultiplePaths) on every StartBgp, so
+// two speakers starting at once race on them (always with the same
+// values, ours being the defaults, but a race all the same).
+var startMu sync.Mutex
+
 func (s *Speaker) start() error {
 	port := int32(-1) // GoBGP: never listen
 	if s.cfg.ListenPort != 0 {
@@ -134,12 +141,15 @@ func (s *Speaker) start() error {
 	for _, a := range s.cfg.ListenAddresses {
 		listen = append(listen, a.String())
 	}
-	if err := s.srv.StartBgp(s.ctx, &api.StartBgpRequest{Global: &api.Global{
+	startMu.Lock()
+	err := s.srv.StartBgp(s.ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn:             s.cfg.ASN,
 		RouterId:        s.cfg.RouterID.String(),
 		ListenPort:      port,
 		ListenAddresses: listen,
-	}}); err != nil {
+	}})
+	startMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("evpn: start BGP (listen_port %d): %w", s.cfg.ListenPort, err)
 	}
 	// GoBGP refuses a watch without options; these three are what the
@@ -274,16 +284,20 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 		return
 	}
 	for _, p := range paths {
-		if p.Family != bgp.RF_EVPN || !p.PeerAddress.IsValid() {
-			continue // not EVPN, or our own (local paths have no peer)
-		}
-		key := p.Nlri.String()
-		if p.Withdrawal {
-			if old := s.routes[key]; old != nil {
-				s.stats.withdrawn.Add(1)
-				s.forget(old)
-			}
+		if p.Family != bgp.RF_EVPN {
 			continue
+		}
+		// A best path replaces the previous one of its NLRI: whatever
+		// comes now, what the old one installed goes first.
+		key := p.Nlri.String()
+		if old := s.routes[key]; old != nil {
+			if p.Withdrawal {
+				s.stats.withdrawn.Add(1)
+			}
+			s.forget(old)
+		}
+		if p.Withdrawal || !p.PeerAddress.IsValid() {
+			continue // gone, or our own (local paths have no peer)
 		}
 		r, err := parseRoute(p)
 		if err != nil {
@@ -296,9 +310,6 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			continue
 		}
 		s.stats.received.Add(1)
-		if old := s.routes[key]; old != nil {
-			s.forget(old)
-		}
 		s.learn(&r)
 	}
 }

@@ -141,7 +141,7 @@ func (s *Speaker) Status() Status {
 			}
 			rr := RemoteRoute{Type: int(r.typ), RD: r.rd, Label: r.vni, Seq: r.seq, Peer: r.peer}
 			if r.typ == typeInclusive {
-				rr.Originator, rr.Installed = r.origin, b.flood[r.origin] > 0
+				rr.Originator, rr.Installed = r.origin, b.flood[r.origin] != nil
 			} else {
 				rr.MAC, rr.IP, rr.NextHop = r.mac.String(), r.ip, r.nexthop
 				w := best(b.macs[r.mac])
