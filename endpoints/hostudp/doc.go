@@ -117,8 +117,15 @@
 // does, into UDP GSO trains: one trip through the stack and one sendmmsg
 // entry per ~44 datagrams. Since the endpoint cannot tell a protocol's
 // headers apart, it must be told where the inner IP header is (the
-// framework does not record it). Receive has no counterpart yet (inner TCP
-// GRO): each received datagram is one trip through the stack. See e2e's
+// framework does not record it). On receive, the same mode merges runs of
+// datagrams of one read (and the segments of one UDP GRO datagram) that
+// carry consecutive segments of one inner TCP flow into one datagram with
+// one big inner TCP segment, under the rules of the kernel's UDP tunnel
+// GRO and tcp_gro_receive (same outer source, same tunnel bytes, inner
+// headers equal but for lengths, IDs, sequence numbers and checksums,
+// every inner checksum verified first): the merged datagram still goes
+// through the outer IP and UDP layers, the tunnel socket and the device,
+// once for up to 64 KiB (Stats.RxMerged, Stats.RxCoalesced). See e2e's
 // BenchmarkHostUDP for figures against the kernel's VXLAN.
 //
 // # Network namespaces

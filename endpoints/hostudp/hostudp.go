@@ -251,6 +251,10 @@ type Stats struct {
 	// per coalesced datagram), to show how well batching works.
 	TxSyscalls, RxSyscalls uint64
 	TxGSO, RxGRO           uint64
+	// RxMerged counts the packets delivered that merge several received
+	// datagrams of one inner TCP flow, and RxCoalesced the datagrams they
+	// hold (the inner-offload path's receive side, Config.InnerOffset).
+	RxMerged, RxCoalesced uint64
 	// ICMPErrors counts the ICMP errors synthesized into the stack, from
 	// the error queue or a refused send.
 	ICMPErrors uint64
@@ -287,8 +291,8 @@ type Drops struct {
 
 // String formats the snapshot on one line: drops only where non-zero.
 func (s Stats) String() string {
-	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
-		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
+	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro, %d merged from %d), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
+		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.RxMerged, s.RxCoalesced, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
 	d := s.Dropped
 	for _, r := range []struct {
 		name string
@@ -310,6 +314,7 @@ type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
 	txSyscalls, rxSyscalls, txGSO, rxGRO   atomic.Uint64
 	icmpErrors                             atomic.Uint64
+	rxMerged, rxCoalesced                  atomic.Uint64
 
 	notUDP, malformed, noSocket, queueFull, tooBig, sendError, truncated, badSource, notAttached atomic.Uint64
 }
@@ -323,6 +328,7 @@ func (e *Endpoint) Stats() Stats {
 		RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
 		TxSyscalls: c.txSyscalls.Load(), RxSyscalls: c.rxSyscalls.Load(),
 		TxGSO: c.txGSO.Load(), RxGRO: c.rxGRO.Load(),
+		RxMerged: c.rxMerged.Load(), RxCoalesced: c.rxCoalesced.Load(),
 		ICMPErrors: c.icmpErrors.Load(),
 		Dropped: Drops{
 			NotUDP: c.notUDP.Load(), Malformed: c.malformed.Load(), NoSocket: c.noSocket.Load(),

@@ -222,7 +222,12 @@ func (s *hostSocket) receive() {
 	var (
 		n     int
 		errno syscall.Errno
+		// co merges inner TCP segments (the inner-offload path only).
+		co *coalescer
 	)
+	if e.cfg.InnerOffset > 0 {
+		co = newCoalescer(e.cfg.InnerOffset, !e.cfg.TrustHostChecksum, e.deliver, &e.stats.rxMerged, &e.stats.rxCoalesced)
+	}
 	// Made once: a closure per call would allocate.
 	read := func(fd uintptr) bool {
 		for i := range hs {
@@ -275,13 +280,20 @@ func (s *hostSocket) receive() {
 				}
 			}
 			if size == 0 {
+				co.flush()
 				e.deliver(newInbound(src, s.local, nil, !e.cfg.TrustHostChecksum))
 				continue
 			}
 			for off := 0; off < size; off += seg {
+				if co != nil {
+					co.add(src, s.local, data[off:min(off+seg, size)])
+					continue
+				}
 				e.deliver(newInbound(src, s.local, data[off:min(off+seg, size)], !e.cfg.TrustHostChecksum))
 			}
 		}
+		// The read buffers are reused by the next read.
+		co.flush()
 	}
 }
 

@@ -1,0 +1,348 @@
+//go:build linux
+
+package hostudp
+
+import (
+	"bytes"
+	"math/bits"
+	"net/netip"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Receive-side inner TCP coalescing, the counterpart of the inner-offload
+// transmit path (Config.InnerOffset): the kernel's UDP tunnel GRO
+// (udp_gro_receive with a tunnel's gro_receive) followed by
+// tcp_gro_receive. Consecutive datagrams of one read batch (and the
+// segments of one UDP GRO datagram) that carry consecutive segments of one
+// inner TCP flow become one datagram whose inner packet is one big TCP
+// segment. It still enters the stack as an outer IP+UDP packet and goes
+// through the tunnel socket and the device, once instead of once per
+// segment. gVisor checks neither the NIC MTU nor the MSS on receive.
+//
+// A run of segments is merged only when, as tcp_gro_receive demands, they
+// come from the same outer source, carry the same tunnel bytes (the
+// InnerOffset bytes before the inner IP header), have inner IP headers
+// without options or extension headers, unfragmented, equal in everything
+// but length, ID (consecutive, or all equal) and checksum, and TCP headers
+// equal in everything but sequence number, checksum and a PSH on the last
+// segment, with contiguous sequence numbers, and every segment but the last
+// as long as the first. A segment whose checksums do not verify is
+// delivered alone, so that the stack sees (and counts) it.
+
+// maxRun bounds the segments of one merged packet (UDP_GRO's and the
+// kernel's GRO limit).
+const maxRun = 64
+
+// rxSeg is a datagram of a run: its UDP payload (in the read buffers) and
+// what merging needs of it.
+type rxSeg struct {
+	data []byte
+	// l4Off and dataOff are the offsets of the inner TCP header and its
+	// payload in data.
+	l4Off, dataOff int
+	v6             bool
+	// paySum is the ones' complement sum of the TCP payload.
+	paySum uint16
+	seq    uint32
+	id     uint16
+	flags  header.TCPFlags
+}
+
+// payload returns seg's TCP payload.
+func (s *rxSeg) payload() []byte { return s.data[s.dataOff:] }
+
+// coalescer merges runs of datagrams of one socket; it belongs to the
+// socket's receive goroutine.
+type coalescer struct {
+	innerOff    int
+	udpChecksum bool
+	// deliver takes each packet built, merged or not.
+	deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber)
+	// merged counts the merged packets delivered, coalesced the datagrams
+	// they hold.
+	merged, coalesced *atomic.Uint64
+
+	src, local netip.AddrPort // the run's outer addresses
+	run        []rxSeg
+	runBytes   int // the merged UDP payload's size
+	fixedID    bool
+	closed     bool // the last segment ends the run (short, or PSH)
+	parts      [maxRun][]byte
+}
+
+func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber), merged, coalesced *atomic.Uint64) *coalescer {
+	return &coalescer{
+		innerOff: innerOff, udpChecksum: udpChecksum, deliver: deliver,
+		merged: merged, coalesced: coalesced,
+		run: make([]rxSeg, 0, maxRun),
+	}
+}
+
+// add takes the UDP payload data of a datagram from src to local. data
+// must stay valid until the next flush.
+func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
+	var s rxSeg
+	if !c.parse(data, &s) {
+		c.flush()
+		c.deliver(newInbound(src, local, data, c.udpChecksum))
+		return
+	}
+	if len(c.run) > 0 && !c.fits(src, local, &s) {
+		c.flush()
+	}
+	if len(c.run) == 0 {
+		c.src, c.local = src, local
+		c.runBytes = len(data)
+		c.fixedID = false
+	} else {
+		if len(c.run) == 1 && !s.v6 {
+			c.fixedID = s.id == c.run[0].id
+		}
+		c.runBytes += len(data) - s.dataOff
+	}
+	c.run = append(c.run, s)
+	c.closed = s.flags&header.TCPFlagPsh != 0 || len(s.payload()) < len(c.run[0].payload())
+	if c.closed || len(c.run) == maxRun {
+		c.flush()
+	}
+}
+
+// parse checks that data is a candidate for merging: an inner IPv4/IPv6
+// TCP segment with data, flags ACK (and maybe PSH), no IP options or
+// extension headers, not a fragment, lengths exact, checksums valid.
+func (c *coalescer) parse(data []byte, s *rxSeg) bool {
+	if len(data) < c.innerOff+header.IPv4MinimumSize {
+		return false
+	}
+	ipb := data[c.innerOff:]
+	var src, dst tcpip.Address
+	switch ipb[0] >> 4 {
+	case header.IPv4Version:
+		ip := header.IPv4(ipb)
+		if ip.HeaderLength() != header.IPv4MinimumSize || int(ip.TotalLength()) != len(ipb) ||
+			ip.More() || ip.FragmentOffset() != 0 || ip.TransportProtocol() != header.TCPProtocolNumber ||
+			!ip.IsChecksumValid() {
+			return false
+		}
+		s.l4Off = c.innerOff + header.IPv4MinimumSize
+		s.id = ip.ID()
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	case header.IPv6Version:
+		if len(ipb) < header.IPv6MinimumSize {
+			return false
+		}
+		ip := header.IPv6(ipb)
+		if int(ip.PayloadLength())+header.IPv6MinimumSize != len(ipb) || ip.NextHeader() != uint8(header.TCPProtocolNumber) {
+			return false
+		}
+		s.v6 = true
+		s.l4Off = c.innerOff + header.IPv6MinimumSize
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	default:
+		return false
+	}
+	if len(data) < s.l4Off+header.TCPMinimumSize {
+		return false
+	}
+	tcp := header.TCP(data[s.l4Off:])
+	thl := int(tcp.DataOffset())
+	s.dataOff = s.l4Off + thl
+	if thl < header.TCPMinimumSize || len(data) <= s.dataOff {
+		return false // no payload: nothing to merge
+	}
+	s.flags = tcp.Flags()
+	if s.flags&^header.TCPFlagPsh != header.TCPFlagAck {
+		return false
+	}
+	s.seq = tcp.SequenceNumber()
+	s.data = data
+	s.paySum = checksum.Checksum(data[s.dataOff:], 0)
+	l4Len := uint16(len(data) - s.l4Off)
+	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, l4Len)
+	sum = checksum.Checksum(data[s.l4Off:s.dataOff], sum)
+	// The TCP header's length is a multiple of 4: the payload starts at
+	// an even offset of the segment.
+	return checksum.Combine(sum, s.paySum) == 0xffff
+}
+
+// fits reports whether s continues the run from src to local.
+func (c *coalescer) fits(src, local netip.AddrPort, s *rxSeg) bool {
+	first, last := &c.run[0], &c.run[len(c.run)-1]
+	if c.closed || src != c.src || local != c.local || s.v6 != first.v6 || s.dataOff != first.dataOff ||
+		len(s.payload()) > len(first.payload()) || c.runBytes+len(s.payload()) > c.maxPayload() {
+		return false
+	}
+	// Tunnel bytes, then the IP header but for length, ID and checksum.
+	a, b := first.data, s.data
+	if !bytes.Equal(a[:c.innerOff], b[:c.innerOff]) {
+		return false
+	}
+	ipA, ipB := a[c.innerOff:first.l4Off], b[c.innerOff:s.l4Off]
+	if s.v6 {
+		// Version, traffic class, flow label; next header, hop limit and
+		// addresses.
+		if !bytes.Equal(ipA[:4], ipB[:4]) || !bytes.Equal(ipA[6:], ipB[6:]) {
+			return false
+		}
+	} else {
+		// Version, IHL, TOS; flags and fragment offset, TTL, protocol;
+		// addresses.
+		if !bytes.Equal(ipA[:2], ipB[:2]) || !bytes.Equal(ipA[6:10], ipB[6:10]) || !bytes.Equal(ipA[12:], ipB[12:]) {
+			return false
+		}
+		switch {
+		case len(c.run) == 1:
+			if s.id != last.id && s.id != last.id+1 {
+				return false
+			}
+		case c.fixedID:
+			if s.id != last.id {
+				return false
+			}
+		default:
+			if s.id != last.id+1 {
+				return false
+			}
+		}
+	}
+	// TCP: ports, ACK number, header length, window and options equal;
+	// sequence numbers contiguous; flags were checked by parse (and a PSH
+	// closed the run).
+	tA, tB := a[first.l4Off:first.dataOff], b[s.l4Off:s.dataOff]
+	return bytes.Equal(tA[:4], tB[:4]) && bytes.Equal(tA[8:13], tB[8:13]) && bytes.Equal(tA[14:16], tB[14:16]) &&
+		bytes.Equal(tA[header.TCPMinimumSize:], tB[header.TCPMinimumSize:]) &&
+		s.seq == last.seq+uint32(len(last.payload()))
+}
+
+// maxPayload is the largest UDP payload a merged outer packet may carry:
+// its IP packet (IPv4) or payload (IPv6) within 65535 bytes.
+func (c *coalescer) maxPayload() int {
+	if c.local.Addr().Is6() {
+		return 0xffff - header.UDPMinimumSize
+	}
+	return 0xffff - header.IPv4MinimumSize - header.UDPMinimumSize
+}
+
+// flush delivers the run: a lone datagram as it came, several as one
+// merged datagram. A nil coalescer has nothing to flush.
+func (c *coalescer) flush() {
+	if c == nil {
+		return
+	}
+	switch len(c.run) {
+	case 0:
+		return
+	case 1:
+		c.deliver(newInbound(c.src, c.local, c.run[0].data, c.udpChecksum))
+	default:
+		c.deliver(c.build())
+		c.merged.Add(1)
+		c.coalesced.Add(uint64(len(c.run)))
+	}
+	clear(c.run)
+	c.run = c.run[:0]
+	c.closed = false
+}
+
+// swapOdd returns the ones' complement sum sum of bytes that start at off
+// in a larger buffer, as it counts there: byte-swapped at an odd offset.
+func swapOdd(sum uint16, off int) uint16 {
+	if off&1 != 0 {
+		return bits.ReverseBytes16(sum)
+	}
+	return sum
+}
+
+// build returns the merged datagram of the run: the first segment's
+// headers, fixed for the total length, followed by every segment's TCP
+// payload. Checksums come from the sums parse took, without another pass
+// over the payload.
+func (c *coalescer) build() (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
+	first := &c.run[0]
+	is6 := c.local.Addr().Is6()
+	ipLen := header.IPv4MinimumSize
+	if is6 {
+		ipLen = header.IPv6MinimumSize
+	}
+	hdrLen := ipLen + header.UDPMinimumSize
+	prefix := first.dataOff // tunnel, inner IP and TCP headers
+	size := c.runBytes      // the UDP payload
+	hv := buffer.NewViewSize(hdrLen + prefix)
+	hb := hv.AsSlice()
+	p := hb[hdrLen:]
+	copy(p, first.data[:prefix])
+
+	// Inner IP and TCP headers.
+	l4Len := size - first.l4Off
+	var src, dst tcpip.Address
+	if first.v6 {
+		ip := header.IPv6(p[c.innerOff:])
+		ip.SetPayloadLength(uint16(l4Len))
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	} else {
+		ip := header.IPv4(p[c.innerOff:])
+		ip.SetTotalLength(uint16(size - c.innerOff))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+	}
+	tcp := header.TCP(p[first.l4Off:])
+	tcp.SetFlags(uint8(c.run[len(c.run)-1].flags))
+	tcp.SetChecksum(0)
+	pv := buffer.NewViewSize(size - prefix)
+	pb := pv.AsSlice()
+	var paySum uint16
+	off := 0
+	for i := range c.run {
+		s := &c.run[i]
+		n := copy(pb[off:], s.payload())
+		paySum = checksum.Combine(paySum, swapOdd(s.paySum, off))
+		off += n
+	}
+	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, uint16(l4Len))
+	sum = checksum.Checksum(p[first.l4Off:prefix], sum)
+	tcp.SetChecksum(^checksum.Combine(sum, paySum))
+
+	// Outer IP and UDP headers.
+	u := header.UDP(hb[ipLen:])
+	u.Encode(&header.UDPFields{SrcPort: c.src.Port(), DstPort: c.local.Port(), Length: uint16(header.UDPMinimumSize + size)})
+	srcA, dstA := tcpipAddr(c.src.Addr()), tcpipAddr(c.local.Addr())
+	proto := header.IPv4ProtocolNumber
+	if is6 {
+		proto = header.IPv6ProtocolNumber
+		header.IPv6(hb).Encode(&header.IPv6Fields{
+			PayloadLength: uint16(header.UDPMinimumSize + size), TransportProtocol: header.UDPProtocolNumber,
+			HopLimit: 64, SrcAddr: srcA, DstAddr: dstA,
+		})
+	} else {
+		ip := header.IPv4(hb)
+		ip.Encode(&header.IPv4Fields{
+			TotalLength: uint16(hdrLen + size), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+			SrcAddr: srcA, DstAddr: dstA,
+		})
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	switch {
+	case c.udpChecksum:
+		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, u.Length())
+		xsum = checksum.Checksum(p, xsum)
+		xsum = checksum.Combine(xsum, swapOdd(paySum, prefix))
+		u.SetChecksum(^u.CalculateChecksum(xsum))
+		if u.Checksum() == 0 {
+			u.SetChecksum(0xffff)
+		}
+	case is6:
+		u.SetChecksum(0xffff)
+	}
+	buf := buffer.MakeWithView(hv)
+	buf.Append(pv)
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
+	pkt.RXChecksumValidated = true
+	return pkt, proto
+}
