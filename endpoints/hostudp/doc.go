@@ -55,7 +55,8 @@
 //     set"). Fragments could not pass a UDP socket as such anyway, and
 //     leaving the host to fragment would hide the path MTU from the tunnel.
 //   - The stack's outer UDP checksum is not sent: the host kernel computes
-//     its own (or none, as its socket is configured).
+//     its own (or none, as its socket is configured). The endpoint advertises
+//     checksum offload, so the stack does not compute it either.
 //   - Packets that are not UDP (ICMP errors the stack itself sends, such as
 //     port unreachable) are dropped and counted (Drops.NotUDP).
 //
@@ -81,10 +82,11 @@
 // none, as its socket allows). By default the rebuilt datagram still gets a
 // correct UDP checksum, computed over the payload just copied, so that a
 // capture of the NIC is exact and nothing downstream needs to know about
-// this endpoint; the packet is also marked checksum-verified so the stack
-// does not verify it a second time. Config.TrustHostChecksum skips the
-// computation: the field is then zero over IPv4 (RFC 768 "no checksum") and
-// 0xffff over IPv6, with the packet marked verified.
+// this endpoint; the packet is also marked checksum-verified (the endpoint
+// advertises receive checksum offload) so the stack does not verify it a
+// second time. Config.TrustHostChecksum skips the computation: the field is
+// then zero over IPv4 (RFC 768 "no checksum") and 0xffff over IPv6, with the
+// packet marked verified.
 //
 // # Batching and offloads (Linux)
 //

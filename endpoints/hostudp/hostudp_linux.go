@@ -517,8 +517,12 @@ func (e *Endpoint) transmitLoop() {
 
 // Limits of one sendmmsg.
 const (
-	maxIovs        = 1024 // UIO_MAXIOV
+	maxIovs        = 1024 // UIO_MAXIOV, per message
 	maxGSOSegments = 64   // UDP_MAX_SEGMENTS
+	// txIovsPerMsg is the iovecs of a batch per message: the
+	// inner-offload path's trains take two or more per datagram (headers,
+	// then the payload in place).
+	txIovsPerMsg = 2 * maxGSOSegments
 	// maxGSOBytes bounds a GSO datagram's payload: an IP packet's 64 KiB
 	// less the IPv6 and UDP headers.
 	maxGSOBytes = 65535 - 40 - 8
@@ -577,7 +581,7 @@ func newTxBatch(batch int) *txBatch {
 		hs:    make([]mmsghdr, 0, batch),
 		names: make([]unix.RawSockaddrInet6, batch),
 		ctrls: make([]byte, batch*txControlLen),
-		iovs:  make([]unix.Iovec, 0, maxIovs),
+		iovs:  make([]unix.Iovec, 0, max(maxIovs, batch*txIovsPerMsg)),
 		msgs:  make([]txMsg, 0, batch),
 		pkts:  make([]txPkt, 0, batch*maxGSOSegments),
 	}
@@ -653,7 +657,7 @@ func (t *txBatch) add(pkt *stack.PacketBuffer, o *outgoing) {
 		prev := &t.pkts[m.first].o
 		if !m.closed && o.payloadLen > 0 && o.payloadLen <= m.segSize && m.count < maxGSOSegments &&
 			m.bytes+o.payloadLen <= maxGSOBytes && prev.dst == o.dst && prev.dstPort == o.dstPort &&
-			prev.tos == o.tos && prev.ttl == o.ttl {
+			prev.tos == o.tos && prev.ttl == o.ttl && len(t.iovs)-int(iovIndex(t, n-1)) <= maxIovs-16 {
 			t.pkts = append(t.pkts, txPkt{pkt, *o})
 			m.count++
 			m.bytes += o.payloadLen
@@ -828,7 +832,7 @@ func (e *Endpoint) sendFailed(t *txBatch, i int, errno syscall.Errno) {
 		if errno == unix.EIO {
 			s.gso.Store(false)
 		}
-		e.resendArena(t, m)
+		e.resendArena(t, i)
 		return
 	}
 	if m.segs > 0 {

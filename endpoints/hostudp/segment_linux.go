@@ -17,10 +17,15 @@ import (
 // checksum and segmentation offload, so the endpoint receives inner TCP
 // segments of up to 64 KiB in one outer datagram, with inner checksums
 // unfinished. It does what the kernel's skb_udp_tunnel_segment and a NIC's
-// checksum offload do: every such packet is copied into the batch's arena,
-// inner TCP/UDP checksums are finished, and a GSO super-packet is cut into
-// MSS-sized inner segments, each behind a copy of the tunnel, link, IP and
-// TCP headers, that leave as one UDP GSO train.
+// checksum offload do: inner TCP/UDP checksums are finished, and a GSO
+// super-packet is cut into MSS-sized inner segments, each behind a copy of
+// the tunnel, link, IP and TCP headers, that leave as one UDP GSO train.
+// The headers are written into the batch's arena, and the segments' data
+// stays where it is: the train's iovecs alternate between a segment's
+// headers and its data in the packet's own buffer, so that the kernel's
+// copy into its socket buffer is the only one. A packet that is not
+// segmented (or whose buffer has too many views) is copied into the arena
+// whole and finished there.
 
 // arenaSize bounds the bytes copied per flush.
 const arenaSize = 4 << 20
@@ -109,12 +114,20 @@ func copyRange(pkt *stack.PacketBuffer, off int, b []byte) int {
 // inner headers are h: IP lengths (and the IPv4 header checksum) for the
 // packet's size, and the TCP/UDP checksum.
 func fixInner(p []byte, h *innerHeaders) {
-	l4Len := len(p) - h.l4Off
+	finishInner(p[:h.dataOff], h, len(p)-h.dataOff, checksum.Checksum(p[h.dataOff:], 0))
+}
+
+// finishInner finishes the inner headers p (the UDP payload up to the
+// inner TCP/UDP payload, headers h) of a packet whose inner payload, held
+// elsewhere, is payLen bytes with the ones' complement sum paySum: IP
+// lengths (and the IPv4 header checksum), and the TCP/UDP checksum.
+func finishInner(p []byte, h *innerHeaders, payLen int, paySum uint16) {
+	l4Len := len(p) + payLen - h.l4Off
 	if h.v6 {
 		binary.BigEndian.PutUint16(p[h.ipOff+4:], uint16(l4Len))
 	} else {
 		ip := header.IPv4(p[h.ipOff:])
-		ip.SetTotalLength(uint16(len(p) - h.ipOff))
+		ip.SetTotalLength(uint16(len(p) + payLen - h.ipOff))
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
@@ -126,12 +139,53 @@ func fixInner(p []byte, h *innerHeaders) {
 	}
 	l4[csumOff], l4[csumOff+1] = 0, 0
 	sum := header.PseudoHeaderChecksum(h.proto, h.src, h.dst, uint16(l4Len))
-	c := ^checksum.Checksum(l4, sum)
+	// The TCP or UDP header's length is even: the payload's sum combines
+	// as it is.
+	sum = checksum.Combine(checksum.Checksum(l4, sum), paySum)
+	c := ^sum
 	if c == 0 && h.proto == header.UDPProtocolNumber {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(l4[csumOff:], c)
 }
+
+// appendRange appends iovecs for n bytes of pkt from offset off (from its
+// first header), pointing into pkt's own buffer, and returns their ones'
+// complement sum. The caller made sure that t.iovs has room.
+func (t *txBatch) appendRange(pkt *stack.PacketBuffer, off, n int) uint16 {
+	var c checksum.Checksumer
+	views, voff := pkt.AsViewList()
+	off += voff
+	for v := views.Front(); v != nil && n > 0; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b = b[off:min(len(b), off+n)]
+		off = 0
+		c.Add(b)
+		t.iovs = append(t.iovs, unix.Iovec{Base: &b[0]})
+		t.iovs[len(t.iovs)-1].SetLen(len(b))
+		n -= len(b)
+	}
+	return c.Checksum()
+}
+
+// viewCount returns how many views pkt's buffer has.
+func viewCount(pkt *stack.PacketBuffer) int {
+	views, _ := pkt.AsViewList()
+	n := 0
+	for v := views.Front(); v != nil; v = v.Next() {
+		n++
+	}
+	return n
+}
+
+// maxGatherViews bounds the views of a packet whose segments point into
+// it rather than being copied: a train's iovecs are then at most two per
+// segment plus this, far below UIO_MAXIOV.
+const maxGatherViews = 64
 
 // addInner adds a packet of the inner-offload path to the batch: copied,
 // finished and, for a GSO packet, segmented. It flushes the batch as
@@ -165,8 +219,32 @@ func (e *Endpoint) addInner(t *txBatch, pkt *stack.PacketBuffer, o *outgoing) {
 	if !h.v6 {
 		id = header.IPv4(hdr[h.ipOff:]).ID()
 	}
+	if views := viewCount(pkt); views <= maxGatherViews {
+		// Only the headers are copied: each segment is an iovec for its
+		// headers in the arena followed by iovecs for its payload in
+		// the packet's own buffer (which the batch holds a reference to
+		// until it is sent), and the kernel's copy is the only one.
+		for i, off := 0, 0; off < data; {
+			n := min(group, (data-off+mss-1)/mss)
+			size := min(n*segSize, n*prefix+data-off)
+			b := t.take(e, n*prefix, 2*n+views)
+			start := len(t.iovs)
+			for k := range n {
+				chunk := min(mss, data-off)
+				s := b[k*prefix : (k+1)*prefix]
+				segHeaders(s, hdr, &h, id+uint16(i), seq+uint32(off), flags, i == 0, off+chunk == data)
+				t.iovs = append(t.iovs, unix.Iovec{Base: &s[0]})
+				t.iovs[len(t.iovs)-1].SetLen(prefix)
+				finishInner(s, &h, chunk, t.appendRange(pkt, o.payloadOff+prefix+off, chunk))
+				off += chunk
+				i++
+			}
+			t.addMsg(pkt, o, start, size, segSize, n)
+		}
+		return
+	}
 	for i, off := 0, 0; off < data; {
-		// One train of up to group segments.
+		// One train of up to group segments, copied whole.
 		n := min(group, (data-off+mss-1)/mss)
 		size := min(n*segSize, n*prefix+data-off)
 		b := t.arenaTake(e, size)
@@ -174,21 +252,8 @@ func (e *Endpoint) addInner(t *txBatch, pkt *stack.PacketBuffer, o *outgoing) {
 		for range n {
 			chunk := min(mss, data-off)
 			s := b[pos : pos+prefix+chunk]
-			copy(s, hdr[:prefix])
+			segHeaders(s[:prefix], hdr, &h, id+uint16(i), seq+uint32(off), flags, i == 0, off+chunk == data)
 			copyRange(pkt, o.payloadOff+prefix+off, s[prefix:])
-			if !h.v6 {
-				header.IPv4(s[h.ipOff:]).SetID(id + uint16(i))
-			}
-			st := header.TCP(s[h.l4Off:])
-			st.SetSequenceNumber(seq + uint32(off))
-			f := flags
-			if off+chunk < data {
-				f &^= header.TCPFlagFin | header.TCPFlagPsh
-			}
-			if i > 0 {
-				f &^= header.TCPFlagCwr
-			}
-			st.SetFlags(uint8(f))
 			fixInner(s, &h)
 			pos += len(s)
 			off += chunk
@@ -198,13 +263,38 @@ func (e *Endpoint) addInner(t *txBatch, pkt *stack.PacketBuffer, o *outgoing) {
 	}
 }
 
-// arenaTake returns n bytes of the arena, flushing the batch first when
-// the arena or the message slots are full.
-func (t *txBatch) arenaTake(e *Endpoint, n int) []byte {
+// segHeaders writes into s the headers of one segment of a GSO packet
+// whose headers are hdr (h): IPv4 ID, sequence number and flags as
+// tcp_gso_segment sets them (CWR on the first segment only, FIN and PSH on
+// the last only). The lengths and checksums are left to finishInner.
+func segHeaders(s, hdr []byte, h *innerHeaders, id uint16, seq uint32, flags header.TCPFlags, first, last bool) {
+	copy(s, hdr[:len(s)])
+	if !h.v6 {
+		header.IPv4(s[h.ipOff:]).SetID(id)
+	}
+	st := header.TCP(s[h.l4Off:])
+	st.SetSequenceNumber(seq)
+	if !last {
+		flags &^= header.TCPFlagFin | header.TCPFlagPsh
+	}
+	if !first {
+		flags &^= header.TCPFlagCwr
+	}
+	st.SetFlags(uint8(flags))
+}
+
+// arenaTake returns n bytes of the arena for a message of one iovec,
+// flushing the batch first when the arena or the message slots are full.
+func (t *txBatch) arenaTake(e *Endpoint, n int) []byte { return t.take(e, n, 1) }
+
+// take returns n bytes of the arena for a message of up to iovs iovecs,
+// flushing the batch first when the arena, the iovecs or the message slots
+// are full.
+func (t *txBatch) take(e *Endpoint, n, iovs int) []byte {
 	if t.arena == nil {
 		t.arena = make([]byte, 0, arenaSize)
 	}
-	if cap(t.arena)-len(t.arena) < n || len(t.msgs) == cap(t.msgs) || len(t.pkts) == cap(t.pkts) || len(t.iovs) == cap(t.iovs) {
+	if cap(t.arena)-len(t.arena) < n || len(t.msgs) == cap(t.msgs) || len(t.pkts) == cap(t.pkts) || cap(t.iovs)-len(t.iovs) < iovs {
 		e.flush(t)
 	}
 	start := len(t.arena)
@@ -215,41 +305,62 @@ func (t *txBatch) arenaTake(e *Endpoint, n int) []byte {
 // addArena adds a message of segs datagrams of segSize bytes (the last
 // may be shorter) held in b.
 func (t *txBatch) addArena(pkt *stack.PacketBuffer, o *outgoing, b []byte, segSize, segs int) {
+	start := len(t.iovs)
+	if len(b) > 0 {
+		t.iovs = append(t.iovs, unix.Iovec{Base: &b[0]})
+		t.iovs[len(t.iovs)-1].SetLen(len(b))
+	}
+	t.addMsg(pkt, o, start, len(b), segSize, segs)
+}
+
+// addMsg adds a message of segs datagrams of segSize bytes (the last may
+// be shorter), size bytes in all, whose iovecs are t.iovs[start:].
+func (t *txBatch) addMsg(pkt *stack.PacketBuffer, o *outgoing, start, size, segSize, segs int) {
 	t.pkts = append(t.pkts, txPkt{pkt, *o})
-	t.msgs = append(t.msgs, txMsg{first: len(t.pkts) - 1, count: 1, segSize: segSize, bytes: len(b), segs: segs, closed: true})
+	t.msgs = append(t.msgs, txMsg{first: len(t.pkts) - 1, count: 1, segSize: segSize, bytes: size, segs: segs, closed: true})
 	i := len(t.hs)
 	t.hs = append(t.hs, mmsghdr{})
 	hdr := &t.hs[i].hdr
 	hdr.Name = (*byte)(unsafe.Pointer(&t.names[i]))
 	hdr.Namelen = putSockaddr(&t.names[i], t.sock.e.cfg.toHost(o.dst), o.dstPort)
-	if len(b) > 0 {
-		t.iovs = append(t.iovs, unix.Iovec{Base: &b[0]})
-		t.iovs[len(t.iovs)-1].SetLen(len(b))
-		hdr.Iov = &t.iovs[len(t.iovs)-1]
-		hdr.Iovlen = 1
+	if len(t.iovs) > start {
+		hdr.Iov = &t.iovs[start]
+		hdr.Iovlen = uint64(len(t.iovs) - start)
 	}
 }
 
-// resendArena sends the datagrams of an arena message one by one, after
-// the kernel refused the train.
-func (e *Endpoint) resendArena(t *txBatch, m *txMsg) {
+// resendArena sends the datagrams of arena message i one by one, after
+// the kernel refused the train: its iovecs cut at every segSize bytes.
+func (e *Endpoint) resendArena(t *txBatch, i int) {
+	m := &t.msgs[i]
 	p := &t.pkts[m.first]
-	iov := t.msgIovec(m)
-	for off := 0; off < len(iov); off += m.segSize {
+	h := &t.hs[i].hdr
+	iovs := unsafe.Slice(h.Iov, h.Iovlen)
+	var cur unix.Iovec // the rest of iovs[0]
+	if len(iovs) > 0 {
+		cur = iovs[0]
+	}
+	for len(iovs) > 0 {
 		one := newTxBatch(1)
 		one.sock = t.sock
-		one.addArena(p.pkt, &p.o, iov[off:min(off+m.segSize, len(iov))], m.segSize, 1)
+		size := 0
+		for len(iovs) > 0 && size < m.segSize {
+			n := min(int(cur.Len), m.segSize-size)
+			if n > 0 {
+				one.iovs = append(one.iovs, unix.Iovec{Base: cur.Base})
+				one.iovs[len(one.iovs)-1].SetLen(n)
+			}
+			size += n
+			if n < int(cur.Len) {
+				cur.Base = (*byte)(unsafe.Add(unsafe.Pointer(cur.Base), n))
+				cur.SetLen(int(cur.Len) - n)
+				continue
+			}
+			if iovs = iovs[1:]; len(iovs) > 0 {
+				cur = iovs[0]
+			}
+		}
+		one.addMsg(p.pkt, &p.o, 0, size, m.segSize, 1)
 		e.flush(one)
 	}
-}
-
-// msgIovec returns the arena bytes of arena message m.
-func (t *txBatch) msgIovec(m *txMsg) []byte {
-	for i := range t.msgs {
-		if &t.msgs[i] == m {
-			v := t.hs[i].hdr.Iov
-			return unsafe.Slice(v.Base, v.Len)
-		}
-	}
-	return nil
 }
