@@ -36,6 +36,9 @@ type node struct {
 	ifaces []*iface
 	// evpn says the VXLAN interfaces are bound to EVPN: proxy on.
 	evpn bool
+	// offload says the underlay runs hostudp's inner-offload mode: the
+	// VXLAN devices get checksum offload and GSO.
+	offload bool
 	// sockets are the tunnel sockets, by protocol and port (or tunnel).
 	sockets map[string]any
 	// captures are the inner capture files, closed after the stack.
@@ -102,7 +105,7 @@ type underlayFunc func(st *stack.Stack) (stack.NICID, netip.Addr, error)
 // buildNode builds cfg's stack and interfaces over the underlay ul. On error
 // the stack is closed and nothing is left.
 func buildNode(cfg *Config, l *lines, ul underlayFunc, log *slog.Logger) (_ *node, err error) {
-	n := &node{sockets: map[string]any{}, seq: map[string]int{}, evpn: cfg.EVPN != nil}
+	n := &node{sockets: map[string]any{}, seq: map[string]int{}, evpn: cfg.EVPN != nil, offload: cfg.Underlay.Offload}
 	opts := stack.Options{Logger: log}
 	if cfg.Pcap.Inner != "" {
 		opts.WrapDevice = n.innerCapture(cfg.Pcap.Inner, len(cfg.Interfaces))
@@ -167,7 +170,10 @@ func (n *node) addInterface(ic *InterfaceConfig, underlayMTU uint32) (*iface, er
 			return nil, err
 		}
 		c := vxlan.Config{Name: ic.Name, VNI: vxlan.VNI(id), Local: local, TTL: ic.TTL, TOS: ic.TOS, DF: ic.DF,
-			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum, Proxy: n.evpn}
+			MTU: ic.MTU, UnderlayMTU: underlayMTU, ZeroChecksum: ic.ZeroChecksum, Proxy: n.evpn,
+			// The inner-offload underlay finishes inner checksums and
+			// segments what the device hands it whole.
+			ChecksumOffload: n.offload, GSO: n.offload}
 		if remote.IsValid() {
 			c.Remotes = []netip.Addr{remote}
 		}

@@ -125,6 +125,13 @@ type UnderlayConfig struct {
 	// Gateway is the next hop through the TUN for remotes outside its
 	// prefix (tun).
 	Gateway string `yaml:"gateway"`
+	// Offload turns on the hostudp underlay's inner-offload mode: the
+	// VXLAN devices hand it 64 KiB TCP segments, which it cuts into UDP
+	// GSO trains, and received runs of one inner TCP flow are merged into
+	// one packet (hostudp.Config.InnerOffset). It needs every interface
+	// to be vxlan, no inner_tun (merged segments are larger than its MTU)
+	// and no pcap.outer (it would record 64 KiB packets).
+	Offload bool `yaml:"offload"`
 }
 
 // InterfaceConfig is one tunnel interface.
@@ -596,6 +603,22 @@ func (c *Config) check(l *lines) error {
 		}
 	default:
 		bad(fmt.Sprintf("%q: want hostudp or tun", u.Type), "underlay", "type")
+	}
+	if u.Offload {
+		switch {
+		case u.Type == "tun":
+			bad("the inner-offload mode is the hostudp underlay's", "underlay", "offload")
+		case c.InnerTUN != nil:
+			bad("not with inner_tun: merged segments are larger than its MTU", "underlay", "offload")
+		case c.Pcap.Outer != "":
+			bad("not with pcap.outer: it would record 64 KiB packets", "underlay", "offload")
+		}
+		for i, ic := range c.Interfaces {
+			if ic.Type != "vxlan" {
+				bad(fmt.Sprintf("interfaces[%d] is %s: the inner-offload mode needs every interface to be vxlan", i, ic.Type), "underlay", "offload")
+				break
+			}
+		}
 	}
 	if u.MTU != 0 && (u.MTU < 576 || u.MTU > 65535) {
 		bad(fmt.Sprintf("%d: want 576..65535", u.MTU), "underlay", "mtu")

@@ -20,10 +20,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -82,6 +84,7 @@ func TestRunEndToEnd(t *testing.T) {
 	bin := buildBinary(t)
 	t.Run("hostudp", func(t *testing.T) { t.Parallel(); testRunHostUDP(t, bin) })
 	t.Run("tun", func(t *testing.T) { t.Parallel(); testRunTUN(t, bin) })
+	t.Run("hostudp offload", func(t *testing.T) { t.Parallel(); testRunOffload(t, bin) })
 	t.Run("config errors", func(t *testing.T) { t.Parallel(); testRunConfigErrors(t, bin) })
 }
 
@@ -886,4 +889,107 @@ func testRunConfigErrors(t *testing.T, bin string) {
 		}
 		checkPortsFree(t, l.a, "tcp:127.0.0.1:1080", "udp:10.201.0.1:4789")
 	})
+}
+
+// testRunOffload is the rootless run with the hostudp underlay's
+// inner-offload mode (underlay.offload): 8 MiB each way between A's host
+// and a server behind the kernel's VXLAN in B, through a TCP forward,
+// SHA-256 checked, so that every 64 KiB segment our device sends is cut
+// into datagrams the kernel accepts and every merged run we receive is the
+// stream the kernel sent.
+func testRunOffload(t *testing.T, bin string) {
+	l := newLab(t)
+	addKernelVXLAN(t, l.b, "10.201.0.1")
+	const size = 8 << 20
+	// In B: port 7000 hashes what it receives and answers the hash,
+	// port 7001 sends size bytes of a seeded stream.
+	var up, down net.Listener
+	if err := l.b.Do(func() (err error) {
+		if up, err = net.Listen("tcp4", "192.168.42.2:7000"); err != nil {
+			return err
+		}
+		down, err = net.Listen("tcp4", "192.168.42.2:7001")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	defer down.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			h := sha256.New()
+			io.Copy(h, c)
+			fmt.Fprintf(c, "%x\n", h.Sum(nil))
+			c.Close()
+		}
+	}()
+	stream := func() io.Reader { return io.LimitReader(rand.NewChaCha8([32]byte{42}), size) }
+	go func() {
+		for {
+			c, err := down.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(c, stream())
+			c.Close()
+		}
+	}()
+
+	dir := publicTempDir(t)
+	cfg := filepath.Join(dir, "cfg.yaml")
+	writeFile(t, cfg, `log: {level: info}
+admin: {listen: "127.0.0.1:9090"}
+underlay: {type: hostudp, offload: true}
+interfaces:
+  - {type: vxlan, id: 42, remote: 10.201.0.2, addresses: [192.168.42.1/24], vxlan: {learning: true}}
+forwards:
+  - {proto: tcp, listen: "127.0.0.1:8081", target: "192.168.42.2:7000"}
+  - {proto: tcp, listen: "127.0.0.1:8082", target: "192.168.42.2:7001"}
+shutdown_timeout: 2s
+`)
+	c := startClient(t, l.a, bin, cfg, true)
+	c.waitHealthy(t, "127.0.0.1:9090")
+	if !strings.Contains(c.stderr.String(), "offload=true") {
+		t.Fatalf("the underlay did not come up in the inner-offload mode:\n%s", c.stderr.String())
+	}
+	dial := func(addr string) net.Conn {
+		var conn net.Conn
+		if err := l.a.Do(func() (err error) { conn, err = net.DialTimeout("tcp4", addr, 5*time.Second); return err }); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(60 * time.Second))
+		return conn
+	}
+
+	// Up: A's host -> forward -> our stack -> 64 KiB segments -> GSO trains -> the kernel.
+	conn := dial("127.0.0.1:8081")
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(conn, h), stream()); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	conn.Close()
+	if want := fmt.Sprintf("%x\n", h.Sum(nil)); err != nil || got != want {
+		t.Fatalf("upload through the inner-offload mode: the kernel's side hashed %q (%v), want %q", got, err, want)
+	}
+	// Down: the kernel -> datagrams merged into runs -> our stack -> A's host.
+	conn = dial("127.0.0.1:8082")
+	h.Reset()
+	n, err := io.Copy(h, conn)
+	conn.Close()
+	want := sha256.New()
+	io.Copy(want, stream())
+	if err != nil || n != size || !bytes.Equal(h.Sum(nil), want.Sum(nil)) {
+		t.Fatalf("download through the inner-offload mode: %d bytes, %v, hash match %v", n, err, bytes.Equal(h.Sum(nil), want.Sum(nil)))
+	}
+	t.Logf("inner-offload mode: %d MiB each way through the forwards, hashes match", size>>20)
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	if code := c.exited(10 * time.Second); code != 0 {
+		t.Errorf("exit %d after SIGTERM", code)
+	}
 }

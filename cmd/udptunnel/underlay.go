@@ -19,6 +19,7 @@ import (
 	"github.com/udptunnel/udptunnel/endpoints/hostudp"
 	"github.com/udptunnel/udptunnel/endpoints/tun"
 	"github.com/udptunnel/udptunnel/stack"
+	"github.com/udptunnel/udptunnel/tunnels/vxlan"
 )
 
 // defaultPorts are the protocols' UDP ports, as their packages default.
@@ -27,6 +28,11 @@ var defaultPorts = map[string]uint16{
 }
 
 // port returns the UDP port interface ic uses.
+// vxlanInnerOffset is what lies between the outer UDP header and the inner
+// IP header of a VXLAN datagram: the VXLAN header and the inner Ethernet
+// header (hostudp.Config.InnerOffset).
+const vxlanInnerOffset = vxlan.HeaderLen + header.EthernetMinimumSize
+
 func (ic *InterfaceConfig) port() uint16 {
 	if ic.Port != 0 {
 		return ic.Port
@@ -117,7 +123,11 @@ func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (under
 			}
 		}
 		return func(st *stack.Stack) (stack.NICID, netip.Addr, error) {
-			ep, err := hostudp.New(hostudp.Config{Addrs: []netip.Addr{local}, Bind: []netip.Addr{bind}, Ports: ports, MTU: mtu})
+			hc := hostudp.Config{Addrs: []netip.Addr{local}, Bind: []netip.Addr{bind}, Ports: ports, MTU: mtu}
+			if u.Offload {
+				hc.InnerOffset = vxlanInnerOffset
+			}
+			ep, err := hostudp.New(hc)
 			if err != nil {
 				return 0, netip.Addr{}, err
 			}
@@ -138,7 +148,7 @@ func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (under
 			if err := st.AddRoute(netip.PrefixFrom(local, 0).Masked(), netip.Addr{}, nic); err != nil {
 				return 0, netip.Addr{}, err
 			}
-			log.Info("underlay up", "type", "hostudp", "address", local, "bind", bind, "ports", ports, "sockets", ep.LocalAddrs())
+			log.Info("underlay up", "type", "hostudp", "address", local, "bind", bind, "ports", ports, "sockets", ep.LocalAddrs(), "offload", u.Offload)
 			return nic, local, nil
 		}, nil
 	}
