@@ -196,14 +196,16 @@ func printStatus(out io.Writer, st *evpn.Status) {
 			strings.Join(v.ImportTargets, ","), strings.Join(v.ExportTargets, ","))
 		fmt.Fprintf(out, "  flood list: %v\n", v.FloodList)
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "  OUT\tMAC\tIPS\tSEQ\t")
+		fmt.Fprintln(w, "  OUT\tMAC\tIPS\tSEQ\tSTATE")
 		for _, l := range v.Local {
-			state := ""
+			state := "advertised"
 			if l.MovedAway {
 				state = "moved away"
 			}
 			fmt.Fprintf(w, "  local\t%s\t%v\t%d\t%s\n", l.MAC, l.IPs, l.Seq, state)
 		}
+		w.Flush()
+		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "  IN\tTYPE\tMAC/ORIGINATOR\tIP\tNEXT HOP\tLABEL\tSEQ\tPEER\tINSTALLED")
 		for _, r := range v.Remote {
 			who, ip, nh := r.MAC, "-", "-"

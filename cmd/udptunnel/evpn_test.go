@@ -152,6 +152,7 @@ evpn:
 	if code := run([]string{"status", "-admin", fmt.Sprintf("127.0.0.1:%d", adminB)}, &stdout, &stderr); code != 0 {
 		t.Fatalf("status exited %d: %s", code, stderr.String())
 	}
+	t.Logf("udptunnel status:\n%s", stdout.String())
 	for _, want := range []string{"127.0.0.1", "established", "flood list: [127.0.0.1]", "sessions 1/1 up"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, stdout.String())

@@ -206,6 +206,11 @@ func TestTwoVTEPs(t *testing.T) {
 		len(status.VNIs[0].FloodList) != 1 || len(status.VNIs[0].Remote) < 3 {
 		t.Errorf("A's status: %+v", status)
 	}
+	for _, r := range status.VNIs[0].Remote {
+		if !r.Installed {
+			t.Errorf("A's status shows B's route not in effect: %+v", r)
+		}
+	}
 
 	// B goes away: its session closes and A removes what B's routes put in.
 	if err := b.sp.Close(); err != nil {

@@ -77,8 +77,9 @@ type RemoteRoute struct {
 	Label      vxlan.VNI  `json:"label"`
 	Seq        uint32     `json:"seq"`
 	Peer       netip.Addr `json:"peer"`
-	// Installed says the route is the one in effect for its MAC (type 2)
-	// or a flood list entry (type 3).
+	// Installed says the route is in effect: the one its MAC's FDB entry
+	// or (MAC+IP) its IP's proxy entry comes from (type 2), or a flood
+	// list entry (type 3).
 	Installed bool `json:"installed"`
 }
 
@@ -144,8 +145,13 @@ func (s *Speaker) Status() Status {
 				rr.Originator, rr.Installed = r.origin, b.flood[r.origin] != nil
 			} else {
 				rr.MAC, rr.IP, rr.NextHop = r.mac.String(), r.ip, r.nexthop
+				// In effect: the FDB entry of its MAC comes from it, or
+				// (MAC+IP) the proxy entry of its IP does.
 				w := best(b.macs[r.mac])
 				rr.Installed = w != nil && w.key == r.key && (b.local[r.mac] == nil || b.local[r.mac].yielded)
+				if wi := best(b.ips[r.ip]); r.ip.IsValid() && wi != nil && wi.key == r.key {
+					rr.Installed = true
+				}
 			}
 			v.Remote = append(v.Remote, rr)
 		}
