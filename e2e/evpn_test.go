@@ -185,7 +185,8 @@ func newEVPNSite(t *testing.T, ours ...netip.Prefix) *evpnSite {
 	return s
 }
 
-// kernelFDB returns the kernel VXLAN device's remote for mac ("" = none).
+// kernelFDB returns the remote VTEPs the kernel VXLAN device's FDB has for
+// mac, sorted (none: empty).
 func (s *evpnSite) kernelFDB(t *testing.T, mac string) []netip.Addr {
 	var dsts []netip.Addr
 	for _, e := range s.vtep.FDB(t) {

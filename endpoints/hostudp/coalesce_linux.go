@@ -265,12 +265,7 @@ func swapOdd(sum uint16, off int) uint16 {
 // over the payload.
 func (c *coalescer) build() (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
 	first := &c.run[0]
-	is6 := c.local.Addr().Is6()
-	ipLen := header.IPv4MinimumSize
-	if is6 {
-		ipLen = header.IPv6MinimumSize
-	}
-	hdrLen := ipLen + header.UDPMinimumSize
+	hdrLen := outerLen(c.local.Addr())
 	prefix := first.dataOff // tunnel, inner IP and TCP headers
 	size := c.runBytes      // the UDP payload
 	hv := buffer.NewViewSize(hdrLen + prefix)
@@ -310,36 +305,9 @@ func (c *coalescer) build() (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
 	tcp.SetChecksum(^checksum.Combine(sum, paySum))
 
 	// Outer IP and UDP headers.
-	u := header.UDP(hb[ipLen:])
-	u.Encode(&header.UDPFields{SrcPort: c.src.Port(), DstPort: c.local.Port(), Length: uint16(header.UDPMinimumSize + size)})
-	srcA, dstA := tcpipAddr(c.src.Addr()), tcpipAddr(c.local.Addr())
-	proto := header.IPv4ProtocolNumber
-	if is6 {
-		proto = header.IPv6ProtocolNumber
-		header.IPv6(hb).Encode(&header.IPv6Fields{
-			PayloadLength: uint16(header.UDPMinimumSize + size), TransportProtocol: header.UDPProtocolNumber,
-			HopLimit: 64, SrcAddr: srcA, DstAddr: dstA,
-		})
-	} else {
-		ip := header.IPv4(hb)
-		ip.Encode(&header.IPv4Fields{
-			TotalLength: uint16(hdrLen + size), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
-			SrcAddr: srcA, DstAddr: dstA,
-		})
-		ip.SetChecksum(^ip.CalculateChecksum())
-	}
-	switch {
-	case c.udpChecksum:
-		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, u.Length())
-		xsum = checksum.Checksum(p, xsum)
-		xsum = checksum.Combine(xsum, swapOdd(paySum, prefix))
-		u.SetChecksum(^u.CalculateChecksum(xsum))
-		if u.Checksum() == 0 {
-			u.SetChecksum(0xffff)
-		}
-	case is6:
-		u.SetChecksum(0xffff)
-	}
+	proto := encodeOuter(hb, c.src, c.local, size, c.udpChecksum, func() uint16 {
+		return checksum.Combine(checksum.Checksum(p, 0), swapOdd(paySum, prefix))
+	})
 	buf := buffer.MakeWithView(hv)
 	buf.Append(pv)
 	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})

@@ -148,12 +148,7 @@ const headerSplit = 256
 // 0xffff over IPv6). It is marked checksum-verified either way: the host
 // kernel verified the real datagram.
 func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
-	is6 := dst.Addr().Is6()
-	ipLen := header.IPv4MinimumSize
-	if is6 {
-		ipLen = header.IPv6MinimumSize
-	}
-	hdrLen := ipLen + header.UDPMinimumSize
+	hdrLen := outerLen(dst.Addr())
 	total := hdrLen + len(payload)
 	first := min(total, max(headerSplit, hdrLen))
 	hv := buffer.NewViewSize(first)
@@ -162,18 +157,47 @@ func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*sta
 	copy(hb[hdrLen:], payload[:inHead])
 	rest := payload[inHead:]
 
+	proto := encodeOuter(hb, src, dst, len(payload), udpChecksum, func() uint16 { return checksum.Checksum(payload, 0) })
+	buf := buffer.MakeWithView(hv)
+	if len(rest) > 0 {
+		pv := buffer.NewViewWithData(rest)
+		buf.Append(pv)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
+	pkt.RXChecksumValidated = true
+	return pkt, proto
+}
+
+// outerLen is the length of the outer IP and UDP headers of a rebuilt
+// datagram to dst.
+func outerLen(dst netip.Addr) int {
+	if dst.Is6() {
+		return header.IPv6MinimumSize + header.UDPMinimumSize
+	}
+	return header.IPv4MinimumSize + header.UDPMinimumSize
+}
+
+// encodeOuter writes the outer IP and UDP headers of a rebuilt datagram
+// from src to dst with a UDP payload of payloadLen bytes at the start of hb
+// (room for both headers). With udpChecksum the UDP checksum is computed,
+// payloadSum giving the payload's ones' complement sum; without it the
+// field is zero over IPv4 (no checksum) and 0xffff over IPv6 (the packet
+// is marked verified anyway). It returns the network protocol.
+func encodeOuter(hb []byte, src, dst netip.AddrPort, payloadLen int, udpChecksum bool, payloadSum func() uint16) tcpip.NetworkProtocolNumber {
+	is6 := dst.Addr().Is6()
+	ipLen := header.IPv4MinimumSize
+	if is6 {
+		ipLen = header.IPv6MinimumSize
+	}
+	udpLen := uint16(header.UDPMinimumSize + payloadLen)
 	u := header.UDP(hb[ipLen:])
-	u.Encode(&header.UDPFields{
-		SrcPort: src.Port(),
-		DstPort: dst.Port(),
-		Length:  uint16(header.UDPMinimumSize + len(payload)),
-	})
+	u.Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: udpLen})
 	srcA, dstA := tcpipAddr(src.Addr()), tcpipAddr(dst.Addr())
 	proto := header.IPv4ProtocolNumber
 	if is6 {
 		proto = header.IPv6ProtocolNumber
 		header.IPv6(hb).Encode(&header.IPv6Fields{
-			PayloadLength:     uint16(header.UDPMinimumSize + len(payload)),
+			PayloadLength:     udpLen,
 			TransportProtocol: header.UDPProtocolNumber,
 			HopLimit:          64,
 			SrcAddr:           srcA,
@@ -182,7 +206,7 @@ func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*sta
 	} else {
 		ip := header.IPv4(hb)
 		ip.Encode(&header.IPv4Fields{
-			TotalLength: uint16(total),
+			TotalLength: uint16(ipLen) + udpLen,
 			TTL:         64,
 			Protocol:    uint8(header.UDPProtocolNumber),
 			SrcAddr:     srcA,
@@ -192,8 +216,8 @@ func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*sta
 	}
 	switch {
 	case udpChecksum:
-		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, u.Length())
-		xsum = checksum.Checksum(payload, xsum)
+		xsum := header.PseudoHeaderChecksum(header.UDPProtocolNumber, srcA, dstA, udpLen)
+		xsum = checksum.Combine(xsum, payloadSum())
 		u.SetChecksum(^u.CalculateChecksum(xsum))
 		if u.Checksum() == 0 {
 			u.SetChecksum(0xffff)
@@ -201,14 +225,7 @@ func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*sta
 	case is6:
 		u.SetChecksum(0xffff)
 	}
-	buf := buffer.MakeWithView(hv)
-	if len(rest) > 0 {
-		pv := buffer.NewViewWithData(rest)
-		buf.Append(pv)
-	}
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
-	pkt.RXChecksumValidated = true
-	return pkt, proto
+	return proto
 }
 
 // icmpKind is an ICMP error to synthesize, independent of the family.

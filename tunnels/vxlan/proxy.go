@@ -11,7 +11,6 @@ package vxlan
 // not). Everything else takes the plain transmit path untouched.
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -537,6 +536,6 @@ func (nf *neighborFrame) neighborAdvert(mac MAC) []byte {
 // Ethernet header) and whether the frame can be ARP or NDP: the transmit
 // path's first, cheap test.
 func isNeighborEtherType(eth []byte) (uint16, bool) {
-	typ := binary.BigEndian.Uint16(eth[12:14])
+	typ := uint16(header.Ethernet(eth).Type())
 	return typ, typ == etherTypeARP || typ == etherTypeIPv6
 }

@@ -22,6 +22,7 @@ type Binding struct {
 	// The fields below are guarded by s.mu.
 	closed bool
 	imet   *apiutil.Path // the originated inclusive multicast route
+	nOut   int           // routes originated now: imet and every local route
 	local  map[vxlan.MAC]*localMAC
 
 	flood     map[netip.Addr]*floodEntry // by originator
@@ -257,6 +258,7 @@ func (b *Binding) originate() error {
 		return fmt.Errorf("vni %d: inclusive multicast route: %w", b.in.vni, err)
 	}
 	b.imet = p
+	b.nOut++
 	var mac vxlan.MAC
 	copy(mac[:], b.dev.MAC())
 	return b.addLocal(mac, deviceAddrs(b.dev))
@@ -353,6 +355,7 @@ func (b *Binding) advertiseLocal(mac vxlan.MAC, lm *localMAC) error {
 		if err == nil {
 			if err = b.add(p); err == nil {
 				lm.routes[ip] = p
+				b.nOut++
 				continue
 			}
 		}
@@ -368,6 +371,7 @@ func (b *Binding) withdrawLocal(lm *localMAC) error {
 		ps = append(ps, p)
 	}
 	clear(lm.routes)
+	b.nOut -= len(ps)
 	return b.withdraw(ps...)
 }
 
@@ -447,18 +451,6 @@ func (b *Binding) learnLocalIP(mac vxlan.MAC, ip netip.Addr) {
 	b.advertiseLocal(mac, lm)
 }
 
-// advertised counts the routes the binding originates now. s.mu is held.
-func (b *Binding) advertised() int {
-	n := 0
-	if b.imet != nil {
-		n++
-	}
-	for _, lm := range b.local {
-		n += len(lm.routes)
-	}
-	return n
-}
-
 // Close unbinds the device: its routes are withdrawn and the FDB, flood
 // list and proxy entries that BGP installed are removed. The device stays
 // open.
@@ -486,6 +478,7 @@ func (b *Binding) closeLocked() error {
 		}
 		clear(lm.routes)
 	}
+	b.nOut = 0
 	if err := b.withdraw(ps...); err != nil {
 		errs = append(errs, fmt.Errorf("vni %d: withdraw: %w", b.in.vni, err))
 	}

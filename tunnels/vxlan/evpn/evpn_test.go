@@ -268,8 +268,8 @@ func TestMACMove(t *testing.T) {
 		t.Errorf("B's route for M: %+v, want seq 1 advertised", l)
 	}
 	waitFor(t, "A sees M moved away", func() bool { return local(a).MovedAway })
-	if st := a.sp.Stats(); st.MACsMovedAway != 1 {
-		t.Errorf("A's moved-away count %d, want 1", st.MACsMovedAway)
+	if st := a.sp.Stats(); st.MACsMovedAway != 1 || st.RoutesAdvertised != 3 {
+		t.Errorf("A's stats after M moved away: %+v, want 1 moved away and 3 routes out (IMET, its own MAC, MAC+IP)", st)
 	}
 	waitFor(t, "B drops A's withdrawn routes for M", func() bool {
 		for _, r := range b.sp.Status().VNIs[0].Remote {

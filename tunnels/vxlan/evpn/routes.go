@@ -1,6 +1,7 @@
 package evpn
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -121,18 +122,14 @@ type remoteRoute struct {
 	peer    netip.Addr
 }
 
-// errIgnored marks routes that are valid BGP but that this VTEP does not
-// use (other route types, ESI routes, multicast PMSI): counted, not fatal.
-type errIgnored struct{ why string }
-
-func (e errIgnored) Error() string { return e.why }
-
-// parseRoute extracts a remoteRoute from p.
+// parseRoute extracts a remoteRoute from p. An error says why the route is
+// of no use to this VTEP (another route type, a multihomed MAC, a PMSI
+// other than ingress replication): counted as ignored, never fatal.
 func parseRoute(p *apiutil.Path) (remoteRoute, error) {
 	r := remoteRoute{peer: p.PeerAddress}
 	n, ok := p.Nlri.(*bgp.EVPNNLRI)
 	if !ok {
-		return r, errIgnored{fmt.Sprintf("not an EVPN route: %T", p.Nlri)}
+		return r, fmt.Errorf("not an EVPN route: %T", p.Nlri)
 	}
 	r.key = n.String()
 	r.typ = n.RouteType
@@ -168,14 +165,14 @@ func parseRoute(p *apiutil.Path) (remoteRoute, error) {
 	case *bgp.EVPNMacIPAdvertisementRoute:
 		r.rd = d.RD.String()
 		if d.ESI.Type != 0 || !isZero(d.ESI.Value) {
-			return r, errIgnored{"multihomed MAC (non-zero ESI)"}
+			return r, errors.New("multihomed MAC (non-zero ESI)")
 		}
 		if len(d.MacAddress) != 6 {
-			return r, errIgnored{fmt.Sprintf("MAC address of %d bytes", len(d.MacAddress))}
+			return r, fmt.Errorf("MAC address of %d bytes", len(d.MacAddress))
 		}
 		copy(r.mac[:], d.MacAddress)
 		if r.mac.IsMulticast() || r.mac.IsZero() {
-			return r, errIgnored{"multicast or zero MAC " + r.mac.String()}
+			return r, errors.New("multicast or zero MAC " + r.mac.String())
 		}
 		if d.IPAddressLength != 0 {
 			r.ip = d.IPAddress.Unmap()
@@ -184,22 +181,22 @@ func parseRoute(p *apiutil.Path) (remoteRoute, error) {
 			r.vni = vxlan.VNI(d.Labels[0])
 		}
 		if !r.nexthop.IsValid() || r.nexthop.IsUnspecified() {
-			return r, errIgnored{"no next hop"}
+			return r, errors.New("no next hop")
 		}
 	case *bgp.EVPNMulticastEthernetTagRoute:
 		r.rd = d.RD.String()
 		r.origin = d.IPAddress.Unmap()
 		if !r.ingress {
-			return r, errIgnored{"inclusive multicast route without ingress replication"}
+			return r, errors.New("inclusive multicast route without ingress replication")
 		}
 		if !r.origin.IsValid() || r.origin.IsUnspecified() {
-			return r, errIgnored{"inclusive multicast route without originator"}
+			return r, errors.New("inclusive multicast route without originator")
 		}
 	default:
-		return r, errIgnored{fmt.Sprintf("EVPN route type %d", n.RouteType)}
+		return r, fmt.Errorf("EVPN route type %d", n.RouteType)
 	}
 	if !r.vni.Valid() {
-		return r, errIgnored{fmt.Sprintf("label %d above 24 bits", r.vni)}
+		return r, fmt.Errorf("label %d above 24 bits", r.vni)
 	}
 	return r, nil
 }

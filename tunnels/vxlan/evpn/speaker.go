@@ -49,8 +49,7 @@ type peerState struct {
 	up         time.Time     // last Established
 	firstRoute time.Duration // Established -> first route installed
 	eor        time.Duration // Established -> End-of-RIB received
-	gotFirst   bool
-	received   int // best paths from the peer now held
+	received   int           // best paths from the peer now held
 }
 
 type counters struct {
@@ -259,7 +258,7 @@ func (s *Speaker) onPeer(ev *apiutil.WatchEventMessage_PeerEvent, at time.Time) 
 	if ev.Peer.State.SessionState != p.state {
 		p.state, p.since = ev.Peer.State.SessionState, at
 		if p.state == bgp.BGP_FSM_ESTABLISHED {
-			p.up, p.gotFirst, p.firstRoute, p.eor = at, false, 0, 0
+			p.up, p.firstRoute, p.eor = at, 0, 0
 		}
 	}
 }
@@ -349,8 +348,7 @@ func (s *Speaker) forget(r *remoteRoute) {
 // one after Established gives the convergence time. s.mu is held.
 func (s *Speaker) installed(peer netip.Addr) {
 	s.stats.installed.Add(1)
-	if ps := s.peers[peer]; ps != nil && !ps.up.IsZero() && !ps.gotFirst {
-		ps.gotFirst = true
+	if ps := s.peers[peer]; ps != nil && !ps.up.IsZero() && ps.firstRoute == 0 {
 		ps.firstRoute = max(time.Since(ps.up), 1)
 		s.stats.lastConvergence.Store(int64(ps.firstRoute))
 	}
@@ -366,7 +364,7 @@ func (s *Speaker) Stats() Stats {
 		}
 	}
 	for _, b := range s.bindings {
-		adv += b.advertised()
+		adv += b.nOut
 	}
 	n := len(s.peers)
 	s.mu.Unlock()
