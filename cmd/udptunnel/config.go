@@ -758,6 +758,11 @@ func (ic *InterfaceConfig) check(l *lines, i int, names map[string]int, evpn boo
 		}
 		addr(r.Via, "routes", j, "via")
 	}
+	if evpn && ic.Type == "vxlan" && ic.Local != "" {
+		// The routes name the VTEP, the underlay address; an outer source
+		// of its own would leave peers sending elsewhere.
+		bad("with evpn the outer source is the VTEP address: set underlay.address instead", "local")
+	}
 	if v := ic.VXLAN; v != nil {
 		if evpn && v.Learning {
 			bad("learning must be off with evpn: the table comes from BGP only", "vxlan", "learning")

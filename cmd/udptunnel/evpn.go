@@ -66,9 +66,6 @@ func checkEVPN(cfg *Config, l *lines, n *node) error {
 			return l.errAt(fmt.Sprintf("vni %d is also interfaces[%d]'s: one EVPN instance per VNI", f.vx.VNI(), j), "interfaces", i, "id")
 		}
 		vnis[uint32(f.vx.VNI())] = i
-		if local := addr(f.cfg.Local); local.IsValid() && local != n.local {
-			return l.errAt(fmt.Sprintf("%v: with evpn the outer source is the VTEP address, the underlay's %v", local, n.local), "interfaces", i, "local")
-		}
 		if err := ec.ValidateBind(f.vx.VNI(), bindConfig(f.cfg)); err != nil {
 			return l.errAt(err.Error(), "interfaces", i, "vxlan")
 		}

@@ -42,7 +42,7 @@ func TestCheckEVPN(t *testing.T) {
 		{"passive without listener", strings.Replace(evpnConfigYAML, "asn: 65000}", "asn: 65000, passive: true}", 1), 1, "evpn: neighbors[0].passive"},
 		{"bad target", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]", "addresses: [192.168.100.1/24], vxlan: {import_targets: [\"x\"]}", 1), 1, "line 3: interfaces[0].vxlan: import_targets[0] x"},
 		{"one vni twice", strings.Replace(evpnConfigYAML, "addresses: [192.168.100.1/24]}", "addresses: [192.168.100.1/24]}\n  - {name: vx2, type: vxlan, id: 100, port: 8472, addresses: [192.168.101.1/24]}", 1), 1, "line 4: interfaces[1].id: vni 100 is also interfaces[0]'s"},
-		{"local other than the vtep", strings.Replace(evpnConfigYAML, "id: 100,", "id: 100, local: 10.201.0.9,", 1), 1, "interfaces[0].local"},
+		{"local with evpn", strings.Replace(evpnConfigYAML, "id: 100,", "id: 100, local: 10.201.0.9,", 1), 1, "line 3: interfaces[0].local: with evpn the outer source is the VTEP address"},
 	})
 }
 

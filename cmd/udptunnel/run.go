@@ -209,9 +209,8 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 	}
 	var sp *evpn.Speaker
 	if cfg.EVPN != nil {
-		if err := checkEVPN(cfg, l, n); err != nil {
-			return err
-		}
+		// The dry build checked the section; Start and Bind check the
+		// values that depend on the real underlay address (the VTEP).
 		if sp, err = startEVPN(cfg, l, n, log); err != nil {
 			return err
 		}
