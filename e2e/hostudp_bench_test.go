@@ -36,6 +36,7 @@ func benchKernelVXLAN(b *testing.B, segmented bool) float64 {
 	if segmented {
 		p.nsA.Run(b, "ethtool", "-K", "vA", "tx", "off")
 	}
+	groOn(b, p)
 	dst := netip.AddrPortFrom(hostOverlayKernel.Addr(), 5001)
 	ln := listenIn(b, p.nsB, dst)
 	pkts0 := sysCounter(b, p.nsA, "vA", "tx_packets")
@@ -53,7 +54,8 @@ func benchKernelVXLAN(b *testing.B, segmented bool) float64 {
 }
 
 // BenchmarkHostUDP moves one TCP stream through VXLAN across a veth pair
-// between two namespaces it creates, at underlay MTU 1500:
+// between two namespaces it creates, at underlay MTU 1500, with GRO on at
+// both ends of the veth (groOn):
 //
 //   - kernel: the kernel's VXLAN on both ends with its default offloads
 //     (GSO/TSO through the tunnel, checksum offload), a Go client in
@@ -64,11 +66,17 @@ func benchKernelVXLAN(b *testing.B, segmented bool) float64 {
 //   - hostudp-tx: our stack (hostudp underlay, its socket in A) sends to a
 //     server behind the kernel's VXLAN in B;
 //   - hostudp-rx: a client behind the kernel's VXLAN in B sends to our
-//     stack;
+//     stack; in these two the kernel peer finishes its inner checksums
+//     (tx off, so no TSO either), which the plain path needs;
 //   - the same with "-inner-gso": the endpoint's inner-offload path
 //     (hostudp.Config.InnerOffset) under a device with GSO and checksum
 //     offload, so that our TCP hands 64 KiB segments to the endpoint,
-//     which segments them into UDP GSO trains.
+//     which segments them into UDP GSO trains; the kernel peer keeps its
+//     default offloads, so that it sends us one 64 KiB datagram per TSO
+//     burst, inner checksums partial (completed by the endpoint);
+//   - hostudp-rx-inner-gso-peer-segmented: the receive side of the
+//     inner-offload path against a peer with TSO off, whose MTU-sized
+//     datagrams the endpoint merges (the path a remote peer takes).
 //
 // It reports Gbit/s, outer packets per second on A's side and, for the
 // hostudp cases, the ratios to the kernel cases of the same run (x-kernel,
@@ -80,20 +88,25 @@ func BenchmarkHostUDP(b *testing.B) {
 	b.Run("kernel", func(b *testing.B) { kernelGbps = benchKernelVXLAN(b, false) })
 	b.Run("kernel-segmented", func(b *testing.B) { kernelSegGbps = benchKernelVXLAN(b, true) })
 	for _, c := range []struct {
-		name      string
-		tx, groOn bool
-		inner     int
-	}{{"hostudp-tx", true, false, 0}, {"hostudp-rx", false, false, 0},
-		{"hostudp-tx-inner-gso", true, false, vxlanInnerOffset}, {"hostudp-rx-inner-gso", false, false, vxlanInnerOffset}} {
-		tx, groOn, inner := c.tx, c.groOn, c.inner
+		name  string
+		tx    bool
+		inner int
+		// peerOffloads keeps the kernel peer's default offloads: its TSO
+		// sends one datagram per 64 KiB burst, with inner checksums
+		// left partial. Only the inner-offload path takes those (the
+		// endpoint completes the checksums); the plain path needs the
+		// peer to finish them (tx off), as a remote peer's NIC would.
+		peerOffloads bool
+	}{
+		{"hostudp-tx", true, 0, false}, {"hostudp-rx", false, 0, false},
+		{"hostudp-tx-inner-gso", true, vxlanInnerOffset, true}, {"hostudp-rx-inner-gso", false, vxlanInnerOffset, true},
+		{"hostudp-rx-inner-gso-peer-segmented", false, vxlanInnerOffset, false},
+	} {
+		tx, inner, peerOffloads := c.tx, c.inner, c.peerOffloads
 		b.Run(c.name, func(b *testing.B) {
 			p := newVethPair(b, false)
-			addKernelVXLAN(b, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel)
-			if groOn {
-				// veth runs GRO (and so UDP GRO for our socket) only
-				// when asked.
-				p.nsA.Run(b, "ethtool", "-K", "vA", "gro", "on")
-			}
+			addKernelVXLAN(b, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel, peerOffloads)
+			groOn(b, p)
 			v := newHostVTEPIn(b, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: inner})
 			var res e2e.TransferResult
 			s0 := v.ep.Stats()
@@ -131,6 +144,15 @@ func BenchmarkHostUDP(b *testing.B) {
 			b.Logf("endpoint: %v; TCP retransmits %d; netns A: %s", s, v.st.GVisor().Stats().TCP.Retransmits.Value(), udpErrors(b, p.nsA))
 		})
 	}
+}
+
+// groOn turns GRO on at both ends of p's veth, as NICs run it by default
+// (veth only when asked). The kernel's UDP tunnel GRO then merges a run
+// of VXLAN datagrams into one before vxlan_rcv, as on a real host; 64 KiB
+// TSO datagrams pass as they are.
+func groOn(b *testing.B, p *vethPair) {
+	p.nsA.Run(b, "ethtool", "-K", "vA", "gro", "on")
+	p.nsB.Run(b, "ethtool", "-K", "vB", "gro", "on")
 }
 
 // listenIn listens on dst inside ns; the listener closes with b.

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"math/bits"
 	"net/netip"
-	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -64,9 +63,9 @@ type coalescer struct {
 	udpChecksum bool
 	// deliver takes each packet built, merged or not.
 	deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber)
-	// merged counts the merged packets delivered, coalesced the datagrams
-	// they hold.
-	merged, coalesced *atomic.Uint64
+	// stats is the endpoint's: merged packets, inner checksums completed
+	// and failed.
+	stats *counters
 
 	src, local netip.AddrPort // the run's outer addresses
 	run        []rxSeg
@@ -76,10 +75,9 @@ type coalescer struct {
 	parts      [maxRun][]byte
 }
 
-func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber), merged, coalesced *atomic.Uint64) *coalescer {
+func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber), stats *counters) *coalescer {
 	return &coalescer{
-		innerOff: innerOff, udpChecksum: udpChecksum, deliver: deliver,
-		merged: merged, coalesced: coalesced,
+		innerOff: innerOff, udpChecksum: udpChecksum, deliver: deliver, stats: stats,
 		run: make([]rxSeg, 0, maxRun),
 	}
 }
@@ -88,7 +86,15 @@ func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuff
 // must stay valid until the next flush.
 func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
 	var s rxSeg
-	if !c.parse(data, &s) {
+	verdict, candidate := inspect(data, c.innerOff, &s)
+	switch verdict {
+	case l4Bad:
+		c.stats.innerChecksum.Add(1)
+		return
+	case l4Completed:
+		c.stats.rxCompleted.Add(1)
+	}
+	if !candidate {
 		c.flush()
 		c.deliver(newInbound(src, local, data, c.udpChecksum))
 		return
@@ -113,62 +119,140 @@ func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
 	}
 }
 
-// parse checks that data is a candidate for merging: an inner IPv4/IPv6
-// TCP segment with data, flags ACK (and maybe PSH), no IP options or
-// extension headers, not a fragment, lengths exact, checksums valid.
-func (c *coalescer) parse(data []byte, s *rxSeg) bool {
-	if len(data) < c.innerOff+header.IPv4MinimumSize {
-		return false
+// l4Verdict is what inspect found of a datagram's inner TCP/UDP checksum.
+type l4Verdict uint8
+
+const (
+	// l4Unchecked: no inner TCP/UDP packet that the endpoint can check
+	// (not IP, a fragment, IPv6 extension headers, a short or malformed
+	// header); delivered as it came.
+	l4Unchecked l4Verdict = iota
+	// l4Valid: the checksum verifies (or a UDP over IPv4 has none).
+	l4Valid
+	// l4Completed: the field held the pseudo-header sum alone (a
+	// CHECKSUM_PARTIAL packet from this host) and now holds the checksum.
+	l4Completed
+	// l4Bad: the checksum (or the inner IPv4 header's) does not verify.
+	l4Bad
+)
+
+// inspect checks the inner packet of data, whose inner IP header starts at
+// innerOff, as the inner stack will not (see "Inner checksums"): it
+// verifies the inner IPv4 header checksum and the TCP or UDP checksum,
+// completing a partial one in place, with one pass over the bytes. It also
+// reports whether data is a merge candidate: an inner IPv4/IPv6 TCP
+// segment with data, flags ACK (and maybe PSH), no IP options or extension
+// headers, not a fragment, lengths exact, checksums valid. For a candidate
+// it fills s.
+func inspect(data []byte, innerOff int, s *rxSeg) (v l4Verdict, candidate bool) {
+	if len(data) < innerOff+header.IPv4MinimumSize {
+		return l4Unchecked, false
 	}
-	ipb := data[c.innerOff:]
-	var src, dst tcpip.Address
+	ipb := data[innerOff:]
+	var (
+		src, dst tcpip.Address
+		proto    uint8
+		hl, end  int // the inner IP header's length, the packet's end in ipb
+	)
 	switch ipb[0] >> 4 {
 	case header.IPv4Version:
 		ip := header.IPv4(ipb)
-		if ip.HeaderLength() != header.IPv4MinimumSize || int(ip.TotalLength()) != len(ipb) ||
-			ip.More() || ip.FragmentOffset() != 0 || ip.TransportProtocol() != header.TCPProtocolNumber ||
-			!ip.IsChecksumValid() {
-			return false
+		hl, end = int(ip.HeaderLength()), int(ip.TotalLength())
+		if hl < header.IPv4MinimumSize || end < hl || end > len(ipb) {
+			return l4Unchecked, false // not an IPv4 header (an L2 tunnel's other frame)
 		}
-		s.l4Off = c.innerOff + header.IPv4MinimumSize
-		s.id = ip.ID()
+		if !ip.IsChecksumValid() {
+			return l4Bad, false
+		}
+		if ip.More() || ip.FragmentOffset() != 0 {
+			return l4Unchecked, false
+		}
+		proto = ip.Protocol()
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		s.id = ip.ID()
 	case header.IPv6Version:
 		if len(ipb) < header.IPv6MinimumSize {
-			return false
+			return l4Unchecked, false
 		}
 		ip := header.IPv6(ipb)
-		if int(ip.PayloadLength())+header.IPv6MinimumSize != len(ipb) || ip.NextHeader() != uint8(header.TCPProtocolNumber) {
-			return false
+		hl, end = header.IPv6MinimumSize, header.IPv6MinimumSize+int(ip.PayloadLength())
+		if end > len(ipb) {
+			return l4Unchecked, false
 		}
-		s.v6 = true
-		s.l4Off = c.innerOff + header.IPv6MinimumSize
+		proto = ip.NextHeader()
 		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		s.v6 = true
 	default:
-		return false
+		return l4Unchecked, false
 	}
-	if len(data) < s.l4Off+header.TCPMinimumSize {
-		return false
+	l4 := ipb[hl:end]
+	var field, hdrSum, paySum uint16
+	var thl int
+	switch tcpip.TransportProtocolNumber(proto) {
+	case header.TCPProtocolNumber:
+		if len(l4) < header.TCPMinimumSize {
+			return l4Unchecked, false
+		}
+		thl = int(header.TCP(l4).DataOffset())
+		if thl < header.TCPMinimumSize || thl > len(l4) {
+			return l4Unchecked, false
+		}
+		field = header.TCP(l4).Checksum()
+	case header.UDPProtocolNumber:
+		if len(l4) < header.UDPMinimumSize || int(header.UDP(l4).Length()) != len(l4) {
+			return l4Unchecked, false
+		}
+		thl = header.UDPMinimumSize
+		field = header.UDP(l4).Checksum()
+		if field == 0 {
+			if s.v6 {
+				return l4Bad, false // RFC 8200 8.1: mandatory over IPv6
+			}
+			return l4Valid, false // RFC 768: no checksum
+		}
+	default:
+		return l4Unchecked, false
 	}
-	tcp := header.TCP(data[s.l4Off:])
-	thl := int(tcp.DataOffset())
-	s.dataOff = s.l4Off + thl
-	if thl < header.TCPMinimumSize || len(data) <= s.dataOff {
-		return false // no payload: nothing to merge
+	// The payload starts at an even offset of l4 (the header lengths are
+	// multiples of 4), so the two sums combine as they are.
+	hdrSum = checksum.Checksum(l4[:thl], 0)
+	paySum = checksum.Checksum(l4[thl:], 0)
+	pseudo := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), src, dst, uint16(len(l4)))
+	total := checksum.Combine(pseudo, checksum.Combine(hdrSum, paySum))
+	switch {
+	case total == 0xffff:
+		v = l4Valid
+	case field == pseudo:
+		// The sum without the field, complemented.
+		sum := ^checksum.Combine(total, ^field)
+		if proto == uint8(header.UDPProtocolNumber) && sum == 0 {
+			sum = 0xffff
+		}
+		off := 16 // TCP
+		if proto == uint8(header.UDPProtocolNumber) {
+			off = 6
+		}
+		l4[off], l4[off+1] = byte(sum>>8), byte(sum)
+		v = l4Completed
+	default:
+		return l4Bad, false
 	}
-	s.flags = tcp.Flags()
+
+	// A merge candidate?
+	if proto != uint8(header.TCPProtocolNumber) || hl != header.IPv4MinimumSize && !s.v6 ||
+		end != len(ipb) || thl == len(l4) {
+		return v, false
+	}
+	s.flags = header.TCP(l4).Flags()
 	if s.flags&^header.TCPFlagPsh != header.TCPFlagAck {
-		return false
+		return v, false
 	}
-	s.seq = tcp.SequenceNumber()
+	s.l4Off = innerOff + hl
+	s.dataOff = s.l4Off + thl
+	s.seq = header.TCP(l4).SequenceNumber()
 	s.data = data
-	s.paySum = checksum.Checksum(data[s.dataOff:], 0)
-	l4Len := uint16(len(data) - s.l4Off)
-	sum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, src, dst, l4Len)
-	sum = checksum.Checksum(data[s.l4Off:s.dataOff], sum)
-	// The TCP header's length is a multiple of 4: the payload starts at
-	// an even offset of the segment.
-	return checksum.Combine(sum, s.paySum) == 0xffff
+	s.paySum = paySum
+	return v, true
 }
 
 // fits reports whether s continues the run from src to local.
@@ -242,8 +326,8 @@ func (c *coalescer) flush() {
 		c.deliver(newInbound(c.src, c.local, c.run[0].data, c.udpChecksum))
 	default:
 		c.deliver(c.build())
-		c.merged.Add(1)
-		c.coalesced.Add(uint64(len(c.run)))
+		c.stats.rxMerged.Add(1)
+		c.stats.rxCoalesced.Add(uint64(len(c.run)))
 	}
 	clear(c.run)
 	c.run = c.run[:0]

@@ -130,6 +130,32 @@
 // once for up to 64 KiB (Stats.RxMerged, Stats.RxCoalesced). See e2e's
 // BenchmarkHostUDP for figures against the kernel's VXLAN.
 //
+// # Inner checksums (the inner-offload path)
+//
+// Under the inner-offload path the tunnel device advertises checksum
+// offload, so the inner stack verifies no inner checksum: the endpoint
+// does, as a NIC that validates a tunnel packet's inner headers
+// (CHECKSUM_UNNECESSARY at level 1). Every received datagram whose inner
+// packet is an unfragmented IPv4 or IPv6 TCP or UDP packet without IPv6
+// extension headers has its inner IPv4 header checksum and its TCP or UDP
+// checksum verified, in the same pass that merging needs; one that fails
+// is dropped and counted (Drops.InnerChecksum). Fragments, IPv6 extension
+// headers and frames that are not IP pass unchecked.
+//
+// A checksum field that holds exactly the pseudo-header sum is the mark of
+// a sender on this host that left the sum to an offload a UDP socket never
+// performs: the kernel's CHECKSUM_PARTIAL, which a kernel VXLAN device
+// with its default offloads sends over a veth (with TSO, one datagram of up
+// to 64 KiB per burst, which the endpoint takes whole). The kernel trusts
+// such packets on the same host; the endpoint completes the field from the
+// sum it took anyway and counts it (Stats.RxChecksumCompleted), so that the
+// stack and a capture see a correct packet. A corrupted packet is accepted
+// that way only if its checksum field happens to equal the pseudo-header
+// sum, about as likely as its corruption keeping the checksum valid. The
+// plain path (no InnerOffset) leaves inner checksums to the inner stack,
+// which drops partial ones: a kernel peer on the same host must then
+// finish them itself (ethtool -K DEV tx off).
+//
 // # Network namespaces
 //
 // New opens the host sockets in the network namespace of the calling

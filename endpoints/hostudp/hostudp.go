@@ -255,6 +255,11 @@ type Stats struct {
 	// datagrams of one inner TCP flow, and RxCoalesced the datagrams they
 	// hold (the inner-offload path's receive side, Config.InnerOffset).
 	RxMerged, RxCoalesced uint64
+	// RxChecksumCompleted counts received datagrams whose inner TCP/UDP
+	// checksum field held only the pseudo-header sum, left for an offload
+	// by a sender on this host, and was completed (the inner-offload
+	// path; see the package doc, "Inner checksums").
+	RxChecksumCompleted uint64
 	// ICMPErrors counts the ICMP errors synthesized into the stack, from
 	// the error queue or a refused send.
 	ICMPErrors uint64
@@ -287,12 +292,16 @@ type Drops struct {
 	// NotAttached counts received datagrams and writes while no stack was
 	// attached or after Close.
 	NotAttached uint64
+	// InnerChecksum counts received datagrams whose inner IPv4 header,
+	// TCP or UDP checksum does not verify (the inner-offload path, where
+	// the endpoint verifies them for the inner stack).
+	InnerChecksum uint64
 }
 
 // String formats the snapshot on one line: drops only where non-zero.
 func (s Stats) String() string {
-	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro, %d merged from %d), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
-		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.RxMerged, s.RxCoalesced, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
+	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro, %d merged from %d, %d checksums completed), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
+		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.RxMerged, s.RxCoalesced, s.RxChecksumCompleted, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
 	d := s.Dropped
 	for _, r := range []struct {
 		name string
@@ -300,7 +309,7 @@ func (s Stats) String() string {
 	}{
 		{"not_udp", d.NotUDP}, {"malformed", d.Malformed}, {"no_socket", d.NoSocket}, {"queue_full", d.QueueFull},
 		{"too_big", d.TooBig}, {"send_error", d.SendError}, {"truncated", d.Truncated}, {"bad_source", d.BadSource},
-		{"not_attached", d.NotAttached},
+		{"not_attached", d.NotAttached}, {"inner_checksum", d.InnerChecksum},
 	} {
 		if r.n != 0 {
 			out += fmt.Sprintf(", drop %s=%d", r.name, r.n)
@@ -314,9 +323,9 @@ type counters struct {
 	txPackets, txBytes, rxPackets, rxBytes atomic.Uint64
 	txSyscalls, rxSyscalls, txGSO, rxGRO   atomic.Uint64
 	icmpErrors                             atomic.Uint64
-	rxMerged, rxCoalesced                  atomic.Uint64
+	rxMerged, rxCoalesced, rxCompleted     atomic.Uint64
 
-	notUDP, malformed, noSocket, queueFull, tooBig, sendError, truncated, badSource, notAttached atomic.Uint64
+	notUDP, malformed, noSocket, queueFull, tooBig, sendError, truncated, badSource, notAttached, innerChecksum atomic.Uint64
 }
 
 // Stats returns a snapshot of e's counters; each counter is read
@@ -328,12 +337,13 @@ func (e *Endpoint) Stats() Stats {
 		RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(),
 		TxSyscalls: c.txSyscalls.Load(), RxSyscalls: c.rxSyscalls.Load(),
 		TxGSO: c.txGSO.Load(), RxGRO: c.rxGRO.Load(),
-		RxMerged: c.rxMerged.Load(), RxCoalesced: c.rxCoalesced.Load(),
+		RxMerged: c.rxMerged.Load(), RxCoalesced: c.rxCoalesced.Load(), RxChecksumCompleted: c.rxCompleted.Load(),
 		ICMPErrors: c.icmpErrors.Load(),
 		Dropped: Drops{
 			NotUDP: c.notUDP.Load(), Malformed: c.malformed.Load(), NoSocket: c.noSocket.Load(),
 			QueueFull: c.queueFull.Load(), TooBig: c.tooBig.Load(), SendError: c.sendError.Load(),
 			Truncated: c.truncated.Load(), BadSource: c.badSource.Load(), NotAttached: c.notAttached.Load(),
+			InnerChecksum: c.innerChecksum.Load(),
 		},
 	}
 }
