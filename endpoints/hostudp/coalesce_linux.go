@@ -48,6 +48,11 @@ type rxSeg struct {
 	v6             bool
 	// paySum is the ones' complement sum of the TCP payload.
 	paySum uint16
+	// udpSum is the ones' complement sum of all of data, known (haveSum)
+	// once inspect verified its inner checksum: the rebuilt datagram's
+	// UDP checksum then takes no second pass.
+	udpSum  uint16
+	haveSum bool
 	seq    uint32
 	id     uint16
 	flags  header.TCPFlags
@@ -96,7 +101,7 @@ func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
 	}
 	if !candidate {
 		c.flush()
-		c.deliver(newInbound(src, local, data, c.udpChecksum))
+		c.deliver(newInboundSum(src, local, data, c.udpChecksum, s.udpSum, s.haveSum))
 		return
 	}
 	if len(c.run) > 0 && !c.fits(src, local, &s) {
@@ -237,6 +242,18 @@ func inspect(data []byte, innerOff int, s *rxSeg) (v l4Verdict, candidate bool) 
 	default:
 		return l4Bad, false
 	}
+	// The sum of all of data without another pass: the L4 bytes now sum
+	// to the complement of the pseudo-header sum (their checksum
+	// verifies; a ones' complement sum of data that is not all zeros is
+	// never 0, so 0 stands for 0xffff).
+	l4Sum := ^pseudo
+	if l4Sum == 0 {
+		l4Sum = 0xffff
+	}
+	l4Off, l4End := innerOff+hl, innerOff+end
+	s.udpSum = checksum.Combine(checksum.Checksum(data[:l4Off], 0), swapOdd(l4Sum, l4Off))
+	s.udpSum = checksum.Combine(s.udpSum, swapOdd(checksum.Checksum(data[l4End:], 0), l4End))
+	s.haveSum = true
 
 	// A merge candidate?
 	if proto != uint8(header.TCPProtocolNumber) || hl != header.IPv4MinimumSize && !s.v6 ||
@@ -247,7 +264,7 @@ func inspect(data []byte, innerOff int, s *rxSeg) (v l4Verdict, candidate bool) 
 	if s.flags&^header.TCPFlagPsh != header.TCPFlagAck {
 		return v, false
 	}
-	s.l4Off = innerOff + hl
+	s.l4Off = l4Off
 	s.dataOff = s.l4Off + thl
 	s.seq = header.TCP(l4).SequenceNumber()
 	s.data = data
@@ -323,7 +340,8 @@ func (c *coalescer) flush() {
 	case 0:
 		return
 	case 1:
-		c.deliver(newInbound(c.src, c.local, c.run[0].data, c.udpChecksum))
+		s := &c.run[0]
+		c.deliver(newInboundSum(c.src, c.local, s.data, c.udpChecksum, s.udpSum, s.haveSum))
 	default:
 		c.deliver(c.build())
 		c.stats.rxMerged.Add(1)

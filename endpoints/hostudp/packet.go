@@ -148,6 +148,12 @@ const headerSplit = 256
 // 0xffff over IPv6). It is marked checksum-verified either way: the host
 // kernel verified the real datagram.
 func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
+	return newInboundSum(src, dst, payload, udpChecksum, 0, false)
+}
+
+// newInboundSum is newInbound for a payload whose ones' complement sum is
+// already known (haveSum): the UDP checksum then takes no pass over it.
+func newInboundSum(src, dst netip.AddrPort, payload []byte, udpChecksum bool, sum uint16, haveSum bool) (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
 	hdrLen := outerLen(dst.Addr())
 	total := hdrLen + len(payload)
 	first := min(total, max(headerSplit, hdrLen))
@@ -157,7 +163,12 @@ func newInbound(src, dst netip.AddrPort, payload []byte, udpChecksum bool) (*sta
 	copy(hb[hdrLen:], payload[:inHead])
 	rest := payload[inHead:]
 
-	proto := encodeOuter(hb, src, dst, len(payload), udpChecksum, func() uint16 { return checksum.Checksum(payload, 0) })
+	proto := encodeOuter(hb, src, dst, len(payload), udpChecksum, func() uint16 {
+		if haveSum {
+			return sum
+		}
+		return checksum.Checksum(payload, 0)
+	})
 	buf := buffer.MakeWithView(hv)
 	if len(rest) > 0 {
 		pv := buffer.NewViewWithData(rest)
