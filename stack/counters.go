@@ -97,6 +97,7 @@ type Counters struct {
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
 	passed             atomic.Uint64
+	completed          atomic.Uint64
 	drops              [numDropReasons]atomic.Uint64
 }
 
@@ -116,6 +117,10 @@ func (c *Counters) Tx(n int) {
 // (the PassToUDP verdict).
 func (c *Counters) Pass() { c.passed.Add(1) }
 
+// Completed counts one received packet whose partial TCP/UDP checksum a
+// device completed (see Device.Deliver).
+func (c *Counters) Completed() { c.completed.Add(1) }
+
 // Drop counts one packet dropped for reason r.
 func (c *Counters) Drop(r DropReason) {
 	if r < numDropReasons {
@@ -131,6 +136,7 @@ func (c *Counters) Stats() Stats {
 		TxPackets: c.txPackets.Load(),
 		TxBytes:   c.txBytes.Load(),
 		Passed:    c.passed.Load(),
+		Completed: c.completed.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
@@ -146,6 +152,11 @@ type Stats struct {
 	// socket's plain UDP face for a control plane (PassToUDP), whether
 	// or not its queue then had room.
 	Passed uint64
+	// Completed counts the received packets of a device whose TCP or UDP
+	// checksum field held only the pseudo-header sum, left for an offload
+	// by a sender on the same host, and was completed before the inner
+	// stack verified it.
+	Completed uint64
 	// Drops is indexed by DropReason.
 	Drops [numDropReasons]uint64
 }

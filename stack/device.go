@@ -66,7 +66,9 @@ type DeviceConfig struct {
 	// ChecksumOffload advertises checksum offload on the inner side: the
 	// inner stack neither computes nor verifies TCP/UDP checksums, as with
 	// the kernel's VXLAN over a veth. Only sound when the underlay is an
-	// in-process wire that cannot corrupt bytes; off by default.
+	// in-process wire that cannot corrupt bytes (or an endpoint that
+	// verifies inner checksums itself); off by default. Without it the
+	// device completes partial checksums on receive (see Deliver).
 	ChecksumOffload bool
 	// GSO advertises segmentation offload to the inner stack: TCP hands
 	// the device segments of up to 64 KiB, which are encapsulated once and
@@ -326,7 +328,10 @@ func (d *Device) Close() error {
 // packet re-enters the stack (ip_local_deliver #2, via netif_rx and
 // eth_type_trans for L2). pkt is borrowed, but its data moves into the
 // inner packet without a copy: afterwards pkt holds no bytes and its
-// headers must not be read; the caller only releases it.
+// headers must not be read; the caller only releases it. A device without
+// ChecksumOffload first completes an inner TCP or UDP checksum that a
+// sender on the same host left partial (see partial.go; counted in
+// Stats.Completed), so that its inner stack can verify it.
 func (d *Device) Deliver(pkt *PacketBuffer) {
 	disp := d.disp.Load()
 	if disp == nil || d.closed.Load() {
@@ -364,6 +369,19 @@ func (d *Device) Deliver(pkt *PacketBuffer) {
 		default:
 			d.counters.Drop(DropNotForUs)
 			return
+		}
+	}
+	if !d.cfg.ChecksumOffload {
+		l3Off := 0
+		if d.cfg.Layer == L2 {
+			eth, _ := pkt.Data().PullUp(header.EthernetMinimumSize)
+			proto, l3Off = header.Ethernet(eth).Type(), header.EthernetMinimumSize
+		}
+		if completePartial(pkt.Data(), l3Off, proto) {
+			d.counters.Completed()
+		}
+		if d.cfg.Layer == L2 {
+			proto = 0 // the inner NIC reads it from the Ethernet header
 		}
 	}
 	n := pkt.Data().Size()

@@ -9,3 +9,7 @@ func SetPathMTUExpiry(d time.Duration) (restore func()) {
 	pathMTUExpiry = d
 	return func() { pathMTUExpiry = old }
 }
+
+// CompletePartial is completePartial, for the tests of the external test
+// package.
+var CompletePartial = completePartial

@@ -41,8 +41,8 @@ type collector struct {
 	sources []metricSource
 	extra   []extraMetric
 
-	rxPackets, rxBytes, txPackets, txBytes, drops, passed, icmp *prometheus.Desc
-	fdbEntries, fdbLearned, fdbExpired                          *prometheus.Desc
+	rxPackets, rxBytes, txPackets, txBytes, drops, passed, icmp, completed *prometheus.Desc
+	fdbEntries, fdbLearned, fdbExpired                                     *prometheus.Desc
 }
 
 func newCollector(sources []metricSource, extra []extraMetric) *collector {
@@ -58,6 +58,7 @@ func newCollector(sources []metricSource, extra []extraMetric) *collector {
 		txBytes:    d("tx_bytes_total", "Bytes sent."),
 		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
 		passed:     d("passed_to_udp_total", "Datagrams a tunnel socket handed to its control plane."),
+		completed:  d("checksums_completed_total", "Received packets of an interface whose partial TCP/UDP checksum (left for offload by a sender on the same host) was completed."),
 		icmp:       d("icmp_errors_total", "ICMP errors received for a tunnel socket's outer flows."),
 		fdbEntries: d("fdb_entries", "Entries in a VXLAN interface's forwarding database (static, learned and the all-zeros default)."),
 		fdbLearned: d("fdb_learned_total", "Entries a VXLAN interface's forwarding database learned from received frames."),
@@ -67,7 +68,7 @@ func newCollector(sources []metricSource, extra []extraMetric) *collector {
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.drops, c.passed, c.icmp, c.fdbEntries, c.fdbLearned, c.fdbExpired} {
+	for _, d := range []*prometheus.Desc{c.rxPackets, c.rxBytes, c.txPackets, c.txBytes, c.drops, c.passed, c.icmp, c.completed, c.fdbEntries, c.fdbLearned, c.fdbExpired} {
 		ch <- d
 	}
 	for _, e := range c.extra {
@@ -86,6 +87,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.txBytes, prometheus.CounterValue, float64(st.TxBytes), l...)
 		for _, r := range stack.DropReasons() {
 			ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(st.Dropped(r)), append(l, r.String())...)
+		}
+		if s.kind == "interface" {
+			ch <- prometheus.MustNewConstMetric(c.completed, prometheus.CounterValue, float64(st.Completed), l...)
 		}
 		if s.kind == "socket" {
 			ch <- prometheus.MustNewConstMetric(c.passed, prometheus.CounterValue, float64(st.Passed), l...)

@@ -58,6 +58,7 @@ interfaces:
 	for _, w := range []string{
 		`udptunnel_rx_packets_total{kind="socket",name=":1701->10.201.0.2:1701",type="l2tp"}`,
 		`udptunnel_rx_packets_total{kind="socket",name=":1701->10.201.0.3:1701",type="l2tp"}`,
+		`udptunnel_checksums_completed_total{kind="interface",`,
 	} {
 		if !strings.Contains(body, w) {
 			t.Errorf("/metrics lacks %s", w)

@@ -151,10 +151,10 @@
 // sum it took anyway and counts it (Stats.RxChecksumCompleted), so that the
 // stack and a capture see a correct packet. A corrupted packet is accepted
 // that way only if its checksum field happens to equal the pseudo-header
-// sum, about as likely as its corruption keeping the checksum valid. The
-// plain path (no InnerOffset) leaves inner checksums to the inner stack,
-// which drops partial ones: a kernel peer on the same host must then
-// finish them itself (ethtool -K DEV tx off).
+// sum, about as likely as its corruption keeping the checksum valid. On
+// the plain path (no InnerOffset) the inner stack verifies inner
+// checksums, and the tunnel device completes partial ones before it does
+// (stack.Device.Deliver, stack.Stats.Completed).
 //
 // # Network namespaces
 //
