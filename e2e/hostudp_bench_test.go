@@ -121,7 +121,7 @@ func BenchmarkHostUDP(b *testing.B) {
 			p := newVethPair(b, false)
 			addKernelVXLAN(b, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel, peerOffloads)
 			groOn(b, p)
-			v := newHostVTEPIn(b, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: inner})
+			v := newHostVTEPIn(b, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: inner, InnerEthernet: inner > 0})
 			var res e2e.TransferResult
 			s0 := v.ep.Stats()
 			if tx {

@@ -122,7 +122,7 @@ func TestHostUDPKernelVXLAN(t *testing.T) {
 			}
 			p := newVethPair(t, ipv6)
 			kernelMAC := addKernelVXLAN(t, p.nsB, "vB", p.b.Addr(), p.a.Addr(), hostOverlayKernel, tc.kernelOffloads)
-			v := newHostVTEPIn(t, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: tc.innerOffset})
+			v := newHostVTEPIn(t, p.nsA, p.a, p.b.Addr(), hostudp.Config{InnerOffset: tc.innerOffset, InnerEthernet: tc.innerOffset > 0})
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 

@@ -125,7 +125,7 @@ func TestHostUDPLoopback(t *testing.T) {
 					ep: hostudp.Config{
 						Addrs: []netip.Addr{self.Addr()}, Bind: []netip.Addr{host}, Ports: []uint16{port},
 						Aliases: []hostudp.Alias{{Stack: peer.Addr(), Host: peerHost}},
-						NoGSO:   tc.noGSO, TrustHostChecksum: tc.trustHostChecksm, InnerOffset: tc.innerOffset,
+						NoGSO:   tc.noGSO, TrustHostChecksum: tc.trustHostChecksm, InnerOffset: tc.innerOffset, InnerEthernet: tc.innerOffset > 0,
 					},
 					under: self, remote: peer.Addr(), port: port, dstPort: peerPort, gso: tc.innerOffset > 0,
 					inner: netip.MustParsePrefix(inner),

@@ -10,14 +10,15 @@ import (
 // Partial checksums on receive.
 //
 // A sender on the same host as its peer may leave the TCP or UDP checksum
-// of a packet to an offload: the field then holds only the pseudo-header
-// sum (the kernel's CHECKSUM_PARTIAL; gVisor's own GSO packets likewise).
+// of a packet to an offload: the Linux kernel's CHECKSUM_PARTIAL, whose
+// field holds only the pseudo-header sum (gVisor does the same for the
+// TCP data segments it sends with GSO; other packets it sends under
+// checksum offload carry 0, which this does not take for partial).
 // Between two kernels the mark travels with the packet (skb->ip_summed)
 // and the receiver trusts it. Through a path that loses it — a host UDP
-// socket that a kernel VXLAN device on the same host sends to over a veth,
-// or a wire between a device with ChecksumOffload and one without — the
-// packet arrives with a checksum that does not verify, and the inner stack
-// would drop every TCP and UDP packet while ping still worked.
+// socket that a kernel VXLAN device on the same host sends to over a veth
+// — the packet arrives with a checksum that does not verify, and the
+// inner stack would drop every TCP and UDP packet while ping still worked.
 //
 // A device that leaves verification to the inner stack (no
 // ChecksumOffload) therefore completes such a checksum before delivery: a

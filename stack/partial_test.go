@@ -100,7 +100,7 @@ func craftL4(v6 bool, proto uint8, payload []byte, mode string) []byte {
 
 // l4Valid reports whether the L4 checksum of ip verifies.
 func l4Valid(ip []byte) bool {
-	hl := 20
+	hl := int(ip[0]&0xf) * 4
 	if ip[0]>>4 == 6 {
 		hl = 40
 	}
@@ -111,13 +111,35 @@ func l4Valid(ip []byte) bool {
 // gets it: outer headers (with an odd-looking sum of their own) consumed
 // in front of it, so that a sum counted from the buffer's start, not the
 // data's, shows.
+//
+// The bytes come in several views cut at odd offsets (the last one of
+// them shared with another buffer), so that sums over chunks and the
+// pull-ups that write the field are exercised.
 func decapsulated(inner []byte) *gstack.PacketBuffer {
 	outer := []byte{0x45, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
 		0x12, 0xb5, 0x12, 0xb5, 0xff, 0xff, 0x5a, 0xa5}
-	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(append(outer, inner...))})
+	all := append(outer, inner...)
+	var buf buffer.Buffer
+	for len(all) > 0 {
+		n := min(len(all), 31)
+		buf.Append(buffer.NewViewWithData(all[:n]))
+		all = all[n:]
+	}
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buf})
 	pkt.NetworkHeader().Consume(20)
 	pkt.TransportHeader().Consume(8)
 	return pkt
+}
+
+// withOptions inserts an IPv4 NOP option word into the IPv4 packet ip
+// (IHL 6), keeping its partial TCP/UDP checksum partial.
+func withOptions(ip []byte) []byte {
+	out := append(append(append([]byte(nil), ip[:20]...), 1, 1, 1, 1), ip[20:]...)
+	out[0] = 0x46
+	binary.BigEndian.PutUint16(out[2:], uint16(len(out)))
+	out[10], out[11] = 0, 0
+	binary.BigEndian.PutUint16(out[10:], ^uint16(sum16(out[:24], 0)))
+	return out
 }
 
 // TestCompletePartial: a TCP or UDP checksum that holds the pseudo-header
@@ -141,6 +163,7 @@ func TestCompletePartial(t *testing.T) {
 		{name: "udp6", pkt: craftL4(true, 17, payload[:7], "partial"), complete: true},
 		{name: "tcp4-l2-padded", pkt: craftL4(false, 6, nil, "partial"), l2: true, complete: true},
 		{name: "udp6-l2", pkt: craftL4(true, 17, payload, "partial"), l2: true, complete: true},
+		{name: "tcp4-options", pkt: withOptions(craftL4(false, 6, payload, "partial")), complete: true},
 		{name: "tcp4-valid", pkt: craftL4(false, 6, payload, "ok")},
 		{name: "tcp6-bad", pkt: craftL4(true, 6, payload, "bad")},
 		{name: "udp4-none", pkt: craftL4(false, 17, payload, "zero")},
@@ -162,7 +185,13 @@ func TestCompletePartial(t *testing.T) {
 			}
 			pkt := decapsulated(frame)
 			defer pkt.DecRef()
+			// Another holder of the same chunks must not see the write.
+			other := pkt.Clone()
+			defer other.DecRef()
 			got := stack.CompletePartial(pkt.Data(), l3Off, proto)
+			if !bytes.Equal(other.Data().AsRange().ToSlice(), frame) {
+				t.Fatalf("a clone of the packet changed")
+			}
 			if got != tc.complete {
 				t.Fatalf("completed %v, want %v", got, tc.complete)
 			}
@@ -241,6 +270,7 @@ func FuzzCompletePartial(f *testing.F) {
 	f.Add(craftL4(false, 6, []byte("seed"), "partial"), false)
 	f.Add(craftL4(true, 17, []byte("seed"), "partial"), true)
 	f.Add(craftL4(false, 17, nil, "ok"), false)
+	f.Add(withOptions(craftL4(false, 6, []byte("options"), "partial")), false)
 	f.Fuzz(func(t *testing.T, data []byte, l2 bool) {
 		if len(data) == 0 {
 			return

@@ -986,6 +986,19 @@ shutdown_timeout: 2s
 		t.Fatalf("download through the inner-offload mode: %d bytes, %v, hash match %v", n, err, bytes.Equal(h.Sum(nil), want.Sum(nil)))
 	}
 	t.Logf("inner-offload mode: %d MiB each way through the forwards, hashes match", size>>20)
+	// The kernel peer keeps its offloads: the endpoint completed its
+	// partial inner checksums, and dropped nothing.
+	m := metrics(t, l.a, "127.0.0.1:9090")
+	if v := m["udptunnel_underlay_checksums_completed_total"]; v == 0 {
+		t.Errorf("/metrics: udptunnel_underlay_checksums_completed_total = 0, want the kernel's partial checksums counted")
+	}
+	for k, v := range m {
+		if strings.HasPrefix(k, "udptunnel_underlay_drops_total{") && v != 0 && !strings.Contains(k, `reason="not_udp"`) {
+			t.Errorf("/metrics: %s = %v", k, v)
+		}
+	}
+	t.Logf("underlay: %v datagrams in, %v out, %v checksums completed", m["udptunnel_underlay_rx_packets_total"],
+		m["udptunnel_underlay_tx_packets_total"], m["udptunnel_underlay_checksums_completed_total"])
 	c.cmd.Process.Signal(syscall.SIGTERM)
 	if code := c.exited(10 * time.Second); code != 0 {
 		t.Errorf("exit %d after SIGTERM", code)

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -192,7 +193,8 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 	if err != nil {
 		return err
 	}
-	ul, err := hostUnderlay(cfg, log, &closers)
+	var underlayMetrics []extraMetric
+	ul, err := hostUnderlay(cfg, log, &closers, &underlayMetrics)
 	if err != nil {
 		return err
 	}
@@ -232,7 +234,7 @@ func serve(ctx context.Context, cfg *Config, l *lines, log *slog.Logger, stdout 
 		if sp != nil {
 			routes["/evpn"], paths = evpnHandler(sp), paths+" /evpn"
 		}
-		srv := &http.Server{Handler: adminHandler(newCollector(n.metricSources(), append(acc.metrics(), evpnMetrics(sp)...)), &healthy, routes), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: adminHandler(newCollector(n.metricSources(), slices.Concat(acc.metrics(), evpnMetrics(sp), underlayMetrics)), &healthy, routes), ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		closers = append(closers, srv.Close)
 		log.Info("admin listening", "addr", ln.Addr().String(), "paths", paths)

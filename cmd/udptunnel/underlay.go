@@ -15,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/udptunnel/udptunnel/endpoints/capture"
 	"github.com/udptunnel/udptunnel/endpoints/hostudp"
 	"github.com/udptunnel/udptunnel/endpoints/tun"
@@ -47,8 +48,9 @@ func (ic *InterfaceConfig) port() uint16 {
 }
 
 // hostUnderlay returns the underlay cfg asks for. What it opens is closed
-// by the functions it appends to closers.
-func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (underlayFunc, error) {
+// by the functions it appends to closers; the counters of a hostudp
+// underlay are appended to metrics when it is built.
+func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error, metrics *[]extraMetric) (underlayFunc, error) {
 	u := cfg.Underlay
 	mtu := u.MTU
 	if mtu == 0 {
@@ -125,7 +127,7 @@ func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (under
 		return func(st *stack.Stack) (stack.NICID, netip.Addr, error) {
 			hc := hostudp.Config{Addrs: []netip.Addr{local}, Bind: []netip.Addr{bind}, Ports: ports, MTU: mtu}
 			if u.Offload {
-				hc.InnerOffset = vxlanInnerOffset
+				hc.InnerOffset, hc.InnerEthernet = vxlanInnerOffset, true
 			}
 			ep, err := hostudp.New(hc)
 			if err != nil {
@@ -137,6 +139,7 @@ func hostUnderlay(cfg *Config, log *slog.Logger, closers *[]func() error) (under
 				return 0, netip.Addr{}, err
 			}
 			*closers = append(*closers, func() error { ep.Close(); return nil })
+			*metrics = append(*metrics, hostUDPMetrics(ep)...)
 			nic, err := st.AddNIC(lep, stack.NICOptions{Name: "underlay"})
 			if err != nil {
 				return 0, netip.Addr{}, err
@@ -227,4 +230,36 @@ func innerTUN(t *InnerTUNConfig, n *node, log *slog.Logger, closers *[]func() er
 	log.Info("inner TUN up", "name", name, "address", p, "mtu", mtu,
 		"host", fmt.Sprintf("ip addr add <another address of %v> dev %s; ip route add <overlay prefix> dev %s", p.Masked(), name, name))
 	return nil
+}
+
+// hostUDPMetrics exports the counters of the hostudp underlay: datagrams
+// each way, inner checksums completed (the inner-offload mode, where the
+// endpoint verifies them) and drops by reason.
+func hostUDPMetrics(ep *hostudp.Endpoint) []extraMetric {
+	counter := func(name, help string, labels prometheus.Labels, v func(hostudp.Stats) uint64) extraMetric {
+		return extraMetric{
+			desc:  prometheus.NewDesc("udptunnel_underlay_"+name, help, nil, labels),
+			typ:   prometheus.CounterValue,
+			value: func() float64 { return float64(v(ep.Stats())) },
+		}
+	}
+	out := []extraMetric{
+		counter("rx_packets_total", "Datagrams the hostudp underlay delivered to the stack.", nil, func(s hostudp.Stats) uint64 { return s.RxPackets }),
+		counter("tx_packets_total", "Datagrams the hostudp underlay handed to the host.", nil, func(s hostudp.Stats) uint64 { return s.TxPackets }),
+		counter("checksums_completed_total", "Received datagrams whose partial inner TCP/UDP checksum the hostudp underlay completed (offload mode).", nil,
+			func(s hostudp.Stats) uint64 { return s.RxChecksumCompleted }),
+	}
+	hostudp.Drops{}.Each(func(reason string, _ uint64) {
+		out = append(out, counter("drops_total", "Packets the hostudp underlay dropped, by reason.", prometheus.Labels{"reason": reason},
+			func(s hostudp.Stats) uint64 {
+				var n uint64
+				s.Dropped.Each(func(r string, v uint64) {
+					if r == reason {
+						n = v
+					}
+				})
+				return n
+			}))
+	})
+	return out
 }

@@ -31,8 +31,9 @@ import (
 // but length, ID (consecutive, or all equal) and checksum, and TCP headers
 // equal in everything but sequence number, checksum and a PSH on the last
 // segment, with contiguous sequence numbers, and every segment but the last
-// as long as the first. A segment whose checksums do not verify is
-// delivered alone, so that the stack sees (and counts) it.
+// as long as the first. A datagram whose inner checksums do not verify is
+// dropped and counted (see inspect) and ends the run, as a bad checksum
+// flushes the kernel's GRO.
 
 // maxRun bounds the segments of one merged packet (UDP_GRO's and the
 // kernel's GRO limit).
@@ -53,9 +54,9 @@ type rxSeg struct {
 	// UDP checksum then takes no second pass.
 	udpSum  uint16
 	haveSum bool
-	seq    uint32
-	id     uint16
-	flags  header.TCPFlags
+	seq     uint32
+	id      uint16
+	flags   header.TCPFlags
 }
 
 // payload returns seg's TCP payload.
@@ -68,6 +69,8 @@ type coalescer struct {
 	udpChecksum bool
 	// deliver takes each packet built, merged or not.
 	deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber)
+	// ethernet: the inner frame is Ethernet (Config.InnerEthernet).
+	ethernet bool
 	// stats is the endpoint's: merged packets, inner checksums completed
 	// and failed.
 	stats *counters
@@ -80,9 +83,9 @@ type coalescer struct {
 	parts      [maxRun][]byte
 }
 
-func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber), stats *counters) *coalescer {
+func newCoalescer(innerOff int, ethernet, udpChecksum bool, deliver func(*stack.PacketBuffer, tcpip.NetworkProtocolNumber), stats *counters) *coalescer {
 	return &coalescer{
-		innerOff: innerOff, udpChecksum: udpChecksum, deliver: deliver, stats: stats,
+		innerOff: innerOff, ethernet: ethernet, udpChecksum: udpChecksum, deliver: deliver, stats: stats,
 		run: make([]rxSeg, 0, maxRun),
 	}
 }
@@ -91,9 +94,10 @@ func newCoalescer(innerOff int, udpChecksum bool, deliver func(*stack.PacketBuff
 // must stay valid until the next flush.
 func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
 	var s rxSeg
-	verdict, candidate := inspect(data, c.innerOff, &s)
+	verdict, candidate := inspect(data, c.innerOff, c.ethernet, &s)
 	switch verdict {
 	case l4Bad:
+		c.flush()
 		c.stats.innerChecksum.Add(1)
 		return
 	case l4Completed:
@@ -128,9 +132,10 @@ func (c *coalescer) add(src, local netip.AddrPort, data []byte) {
 type l4Verdict uint8
 
 const (
-	// l4Unchecked: no inner TCP/UDP packet that the endpoint can check
-	// (not IP, a fragment, IPv6 extension headers, a short or malformed
-	// header); delivered as it came.
+	// l4Unchecked: no inner TCP/UDP checksum that the endpoint can check
+	// (not IP, a fragment, IPv6 extension headers, a UDP over IPv6
+	// without a checksum, which the stack's policy decides on, a short or
+	// malformed header); delivered as it came.
 	l4Unchecked l4Verdict = iota
 	// l4Valid: the checksum verifies (or a UDP over IPv4 has none).
 	l4Valid
@@ -142,18 +147,35 @@ const (
 )
 
 // inspect checks the inner packet of data, whose inner IP header starts at
-// innerOff, as the inner stack will not (see "Inner checksums"): it
-// verifies the inner IPv4 header checksum and the TCP or UDP checksum,
+// innerOff (behind an Ethernet header with ethernet), as the inner stack
+// will not (see "Inner checksums"): it verifies the inner IPv4 header
+// checksum and the TCP or UDP checksum,
 // completing a partial one in place, with one pass over the bytes. It also
 // reports whether data is a merge candidate: an inner IPv4/IPv6 TCP
 // segment with data, flags ACK (and maybe PSH), no IP options or extension
 // headers, not a fragment, lengths exact, checksums valid. For a candidate
 // it fills s.
-func inspect(data []byte, innerOff int, s *rxSeg) (v l4Verdict, candidate bool) {
+func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, candidate bool) {
 	if len(data) < innerOff+header.IPv4MinimumSize {
 		return l4Unchecked, false
 	}
 	ipb := data[innerOff:]
+	if ethernet {
+		// The Ethertype decides, not the version nibble: a VLAN tag
+		// (TCI 0x4xxx) would pass for IPv4.
+		switch tcpip.NetworkProtocolNumber(uint16(data[innerOff-2])<<8 | uint16(data[innerOff-1])) {
+		case header.IPv4ProtocolNumber:
+			if ipb[0]>>4 != header.IPv4Version {
+				return l4Unchecked, false
+			}
+		case header.IPv6ProtocolNumber:
+			if ipb[0]>>4 != header.IPv6Version {
+				return l4Unchecked, false
+			}
+		default:
+			return l4Unchecked, false
+		}
+	}
 	var (
 		src, dst tcpip.Address
 		proto    uint8
@@ -204,16 +226,22 @@ func inspect(data []byte, innerOff int, s *rxSeg) (v l4Verdict, candidate bool) 
 		}
 		field = header.TCP(l4).Checksum()
 	case header.UDPProtocolNumber:
-		if len(l4) < header.UDPMinimumSize || int(header.UDP(l4).Length()) != len(l4) {
+		if len(l4) < header.UDPMinimumSize {
 			return l4Unchecked, false
 		}
+		// A UDP length short of the IP payload: the datagram ends there
+		// (the kernel trims to it); longer is malformed, for the stack.
+		n := int(header.UDP(l4).Length())
+		if n < header.UDPMinimumSize || n > len(l4) {
+			return l4Unchecked, false
+		}
+		l4, end = l4[:n], hl+n
 		thl = header.UDPMinimumSize
 		field = header.UDP(l4).Checksum()
 		if field == 0 {
-			if s.v6 {
-				return l4Bad, false // RFC 8200 8.1: mandatory over IPv6
-			}
-			return l4Valid, false // RFC 768: no checksum
+			// RFC 768: none. Over IPv6 the stack's policy decides (RFC
+			// 6936, stack.ChecksumPolicy.ZeroRx6).
+			return l4Unchecked, false
 		}
 	default:
 		return l4Unchecked, false
@@ -313,7 +341,7 @@ func (c *coalescer) fits(src, local netip.AddrPort, s *rxSeg) bool {
 		}
 	}
 	// TCP: ports, ACK number, header length, window and options equal;
-	// sequence numbers contiguous; flags were checked by parse (and a PSH
+	// sequence numbers contiguous; flags were checked by inspect (and a PSH
 	// closed the run).
 	tA, tB := a[first.l4Off:first.dataOff], b[s.l4Off:s.dataOff]
 	return bytes.Equal(tA[:4], tB[:4]) && bytes.Equal(tA[8:13], tB[8:13]) && bytes.Equal(tA[14:16], tB[14:16]) &&
@@ -363,7 +391,7 @@ func swapOdd(sum uint16, off int) uint16 {
 
 // build returns the merged datagram of the run: the first segment's
 // headers, fixed for the total length, followed by every segment's TCP
-// payload. Checksums come from the sums parse took, without another pass
+// payload. Checksums come from the sums inspect took, without another pass
 // over the payload.
 func (c *coalescer) build() (*stack.PacketBuffer, tcpip.NetworkProtocolNumber) {
 	first := &c.run[0]

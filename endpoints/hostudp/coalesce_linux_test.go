@@ -111,39 +111,45 @@ func pseudoSum(ip []byte, v6 bool, proto uint8, l4Len int) uint32 {
 }
 
 // refDropped reports whether the endpoint must drop the VXLAN datagram d
-// for an inner checksum, by the tests' own reading of the rules: an inner
-// IPv4 header whose checksum fails, or a TCP/UDP checksum that fails and
-// is not a partial one (the pseudo-header sum), or a zero UDP checksum
-// over IPv6.
-func refDropped(d []byte) bool {
+// for an inner checksum, by the tests' own reading of the rules.
+func refDropped(d []byte) bool { return refVerdict(d) == "drop" }
+
+// refVerdict is what the endpoint must do with the inner checksums of the
+// VXLAN datagram d, by the tests' own reading of the rules: "drop" an IPv4
+// header or a TCP/UDP checksum that fails (unless it is partial),
+// "complete" a partial one (the field holds the pseudo-header sum), ""
+// for the rest (valid, or not checked: not IPv4/IPv6 by the Ethertype, a
+// fragment, no UDP checksum, malformed lengths).
+func refVerdict(d []byte) string {
 	if len(d) < vxlanInner+20 {
-		return false
+		return ""
 	}
 	ip := d[vxlanInner:]
+	ethertype := binary.BigEndian.Uint16(d[vxlanInner-2:])
 	var hl, end int
-	v6 := ip[0]>>4 == 6
-	switch ip[0] >> 4 {
-	case 4:
+	v6 := ethertype == 0x86dd
+	switch {
+	case ethertype == 0x0800 && ip[0]>>4 == 4:
 		hl, end = int(ip[0]&0xf)*4, int(binary.BigEndian.Uint16(ip[2:]))
 		if hl < 20 || end < hl || end > len(ip) {
-			return false
+			return ""
 		}
 		if inetSum(ip[:hl], 0) != 0xffff {
-			return true
+			return "drop"
 		}
 		if binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
-			return false
+			return ""
 		}
-	case 6:
+	case v6 && ip[0]>>4 == 6:
 		if len(ip) < 40 {
-			return false
+			return ""
 		}
 		hl, end = 40, 40+int(binary.BigEndian.Uint16(ip[4:]))
 		if end > len(ip) {
-			return false
+			return ""
 		}
 	default:
-		return false
+		return ""
 	}
 	proto := ip[9]
 	if v6 {
@@ -154,22 +160,33 @@ func refDropped(d []byte) bool {
 	switch proto {
 	case 6:
 		if len(l4) < 20 || int(l4[12]>>4)*4 < 20 || int(l4[12]>>4)*4 > len(l4) {
-			return false
+			return ""
 		}
 		field = binary.BigEndian.Uint16(l4[16:])
 	case 17:
-		if len(l4) < 8 || int(binary.BigEndian.Uint16(l4[4:])) != len(l4) {
-			return false
+		if len(l4) < 8 {
+			return ""
 		}
+		n := int(binary.BigEndian.Uint16(l4[4:]))
+		if n < 8 || n > len(l4) {
+			return ""
+		}
+		l4 = l4[:n]
 		field = binary.BigEndian.Uint16(l4[6:])
 		if field == 0 {
-			return v6
+			return ""
 		}
 	default:
-		return false
+		return ""
 	}
 	pseudo := pseudoSum(ip, v6, proto, len(l4))
-	return inetSum(l4, pseudo) != 0xffff && uint32(field) != pseudo
+	switch {
+	case inetSum(l4, pseudo) == 0xffff:
+		return ""
+	case uint32(field) == pseudo:
+		return "complete"
+	}
+	return "drop"
 }
 
 // setL4Sum writes the TCP checksum of ip.
@@ -280,7 +297,7 @@ func (col *collector) deliver(pkt *stack.PacketBuffer, _ tcpip.NetworkProtocolNu
 
 func newTestCoalescer(udpChecksum bool) (*coalescer, *collector) {
 	col := &collector{}
-	return newCoalescer(vxlanInner, udpChecksum, col.deliver, &col.st), col
+	return newCoalescer(vxlanInner, true, udpChecksum, col.deliver, &col.st), col
 }
 
 // udpPayload checks the outer IP and UDP headers of a delivered packet
@@ -396,7 +413,7 @@ func TestCoalesceRefuses(t *testing.T) {
 		{name: "df", next: func(s *seg) { s.df = false }},
 		{name: "id-gap", next: func(s *seg) { s.id += 2 }},
 		{name: "id-backwards", next: func(s *seg) { s.id -= 2 }},
-		{name: "inner-udp", first: func(s *seg) { s.innerProto = 17 }, next: func(s *seg) { s.innerProto = 17 }},
+		{name: "inner-sctp", first: func(s *seg) { s.innerProto = 132 }, next: func(s *seg) { s.innerProto = 132 }},
 		{name: "ethernet-padding", first: func(s *seg) { s.trailing = 2 }, next: func(s *seg) { s.trailing = 2 }},
 		{name: "source-port", next: func(s *seg) { s.sport++ }},
 		{name: "destination-port", next: func(s *seg) { s.dport++ }},
@@ -418,7 +435,7 @@ func TestCoalesceRefuses(t *testing.T) {
 		{name: "next-longer", next: func(s *seg) { s.payload = append(s.payload, 1) }},
 		{name: "no-payload", first: func(s *seg) { s.payload = nil }, next: func(s *seg) { s.payload = nil; s.seq -= 1000 }},
 		{name: "too-big", size: 40000},
-		{name: "v6-next-header", v6: true, first: func(s *seg) { s.innerProto = 17 }, next: func(s *seg) { s.innerProto = 17 }},
+		{name: "v6-next-header", v6: true, first: func(s *seg) { s.innerProto = 132 }, next: func(s *seg) { s.innerProto = 132 }},
 		{name: "v6-hop-limit", v6: true, next: func(s *seg) { s.ttl = 1 }},
 		{name: "v6-traffic-class", v6: true, next: func(s *seg) { s.tos = 1 }},
 		{name: "v6-flow-label", v6: true, next: func(s *seg) { s.flowLabel = 1 }},
@@ -603,7 +620,7 @@ func FuzzCoalesce(f *testing.F) {
 		// A datagram is dropped (its inner checksums fail), delivered as
 		// it came (but for a partial checksum completed in place), or
 		// merged with the next ones.
-		i, merged, coalesced, dropped := 0, uint64(0), uint64(0), uint64(0)
+		i, merged, coalesced, dropped, completed := 0, uint64(0), uint64(0), uint64(0), uint64(0)
 		for j := 0; j < len(col.pkts); {
 			if i >= len(in) {
 				t.Fatalf("more delivered than received")
@@ -613,12 +630,15 @@ func FuzzCoalesce(f *testing.F) {
 				i++
 				continue
 			}
-			if !bytes.Equal(in[i], orig[i]) {
+			if refVerdict(orig[i]) == "complete" {
 				// Completed in place: only the checksum changed, and now
 				// it verifies.
-				if refDropped(in[i]) || len(in[i]) != len(orig[i]) {
-					t.Fatalf("datagram %d changed: %x, was %x", i, in[i], orig[i])
+				completed++
+				if bytes.Equal(in[i], orig[i]) || refVerdict(in[i]) != "" || len(in[i]) != len(orig[i]) {
+					t.Fatalf("datagram %d not completed: %x, was %x", i, in[i], orig[i])
 				}
+			} else if !bytes.Equal(in[i], orig[i]) {
+				t.Fatalf("datagram %d changed: %x, was %x", i, in[i], orig[i])
 			}
 			got := udpPayload(t, col.pkts[j], v6)
 			j++
@@ -629,14 +649,14 @@ func FuzzCoalesce(f *testing.F) {
 			// A merged packet: the run's first datagram's headers, then
 			// the payloads of as many datagrams as it holds.
 			var s rxSeg
-			if _, ok := inspect(in[i], vxlanInner, &s); !ok {
+			if _, ok := inspect(in[i], vxlanInner, true, &s); !ok {
 				t.Fatalf("datagram %d changed but is no candidate", i)
 			}
 			want := append([]byte(nil), in[i][s.dataOff:]...)
 			k := 1
 			for len(want) < len(got)-s.dataOff && i+k < len(in) {
 				var n rxSeg
-				if _, ok := inspect(in[i+k], vxlanInner, &n); !ok {
+				if _, ok := inspect(in[i+k], vxlanInner, true, &n); !ok {
 					t.Fatalf("datagram %d merged but is no candidate", i+k)
 				}
 				want = append(want, n.payload()...)
@@ -673,8 +693,9 @@ func FuzzCoalesce(f *testing.F) {
 		if merged != col.st.rxMerged.Load() || coalesced != col.st.rxCoalesced.Load() {
 			t.Fatalf("counted %d merged from %d, saw %d from %d", col.st.rxMerged.Load(), col.st.rxCoalesced.Load(), merged, coalesced)
 		}
-		if dropped != col.st.innerChecksum.Load() {
-			t.Fatalf("counted %d inner checksum drops, saw %d", col.st.innerChecksum.Load(), dropped)
+		if dropped != col.st.innerChecksum.Load() || completed != col.st.rxCompleted.Load() {
+			t.Fatalf("counted %d inner checksum drops and %d completions, saw %d and %d",
+				col.st.innerChecksum.Load(), col.st.rxCompleted.Load(), dropped, completed)
 		}
 	})
 }
@@ -756,9 +777,23 @@ func TestInnerChecksums(t *testing.T) {
 		}
 		return s.bytes()
 	}
-	notIP := tcp(false, nil)
-	notIP[vxlanInner-2], notIP[vxlanInner-1] = 0x88, 0xcc // LLDP, but for the Ethertype the same bytes
-	notIP[vxlanInner+3] ^= 0x40                           // the "IPv4 total length" now exceeds the frame
+	// Not IP by the Ethertype, though the bytes behind it would pass for
+	// IPv4 with a bad checksum: a VLAN tag (TCI 0x4500, priority 2) and LLDP.
+	vlan := tcp(false, func(s *seg) { s.badIPSum = true })
+	vlan[vxlanInner-2], vlan[vxlanInner-1] = 0x81, 0x00
+	lldp := tcp(false, func(s *seg) { s.badTCPSum = true })
+	lldp[vxlanInner-2], lldp[vxlanInner-1] = 0x88, 0xcc
+	// A UDP length short of the IP payload: the datagram ends there, and
+	// its checksum covers only that much.
+	short := func(sum string) []byte {
+		b := udpDatagram(false, []byte("query"), sum)
+		b = append(b, 0xde, 0xad, 0xbe, 0xef) // inside the IP packet, after the UDP datagram
+		ip := b[vxlanInner:]
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
+		ip[10], ip[11] = 0, 0
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(inetSum(ip[:20], 0)))
+		return b
+	}
 	for _, tc := range []struct {
 		name               string
 		v6                 bool
@@ -776,7 +811,11 @@ func TestInnerChecksums(t *testing.T) {
 		{name: "tcp-partial-padded", data: tcp(false, func(s *seg) { s.partialSum = true; s.trailing = 6 }), completed: 1},
 		{name: "udp-ok", data: udpDatagram(false, []byte("query"), "ok")},
 		{name: "udp-none", data: udpDatagram(false, []byte("query"), "zero")},
-		{name: "udp-none-v6", v6: true, data: udpDatagram(true, []byte("query"), "zero"), dropped: 1},
+		// Over IPv6 the stack's policy decides (ChecksumPolicy.ZeroRx6).
+		{name: "udp-none-v6", v6: true, data: udpDatagram(true, []byte("query"), "zero")},
+		{name: "udp-short-length", data: short("ok")},
+		{name: "udp-short-length-bad", data: short("bad"), dropped: 1},
+		{name: "udp-short-length-partial", data: short("partial"), completed: 1},
 		{name: "udp-bad", data: udpDatagram(false, []byte("query"), "bad"), dropped: 1},
 		{name: "udp-bad-v6", v6: true, data: udpDatagram(true, []byte("query!"), "bad"), dropped: 1},
 		{name: "udp-partial", data: udpDatagram(false, []byte("odd"), "partial"), completed: 1},
@@ -784,7 +823,8 @@ func TestInnerChecksums(t *testing.T) {
 		// Unchecked: a fragment (its L4 checksum covers the whole
 		// datagram) and a frame that is not IP.
 		{name: "fragment", data: tcp(false, func(s *seg) { s.mf = true; s.badTCPSum = true })},
-		{name: "not-ip", data: notIP},
+		{name: "vlan", data: vlan},
+		{name: "lldp", data: lldp},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src, dst := coSrc4, coDst4
@@ -834,6 +874,9 @@ func TestInnerChecksums(t *testing.T) {
 			if tc.v6 {
 				proto = ip[6]
 			}
+			if proto == 17 {
+				end = hl + int(binary.BigEndian.Uint16(ip[hl+4:])) // the UDP length bounds the datagram
+			}
 			if !l4SumOK(ip[:end], tc.v6, hl, proto) {
 				t.Fatalf("completed checksum does not verify")
 			}
@@ -867,5 +910,38 @@ func TestCoalescePartialRun(t *testing.T) {
 	ip := udpPayload(t, col.pkts[0], false)[vxlanInner:]
 	if !l4SumOK(ip, false, 20, 6) || len(ip) != 20+32+3000 {
 		t.Fatalf("merged packet of %d bytes, checksum valid %v", len(ip), l4SumOK(ip, false, 20, 6))
+	}
+}
+
+// TestInspectUDPSum: the sum of a whole datagram that inspect derives
+// from the sums it took equals a full pass over it, at odd and even inner
+// offsets, with and without bytes after the inner packet, for a valid and
+// a completed checksum.
+func TestInspectUDPSum(t *testing.T) {
+	for _, off := range []int{21, 22, 23} {
+		for _, trailing := range []int{0, 1, 3} {
+			for _, partial := range []bool{false, true} {
+				s := base(false, 0, 999)
+				s.partialSum = partial
+				b := s.bytes()[vxlanInner:] // the inner IP packet
+				data := append(make([]byte, off), b...)
+				for i := range off {
+					data[i] = byte(i*37 + 11)
+				}
+				data = append(data, []byte{0xff, 0x01, 0x7f}[:trailing]...)
+				var r rxSeg
+				v, _ := inspect(data, off, false, &r)
+				want := l4Valid
+				if partial {
+					want = l4Completed
+				}
+				if v != want || !r.haveSum {
+					t.Fatalf("off %d trailing %d partial %v: verdict %d (have sum %v), want %d", off, trailing, partial, v, r.haveSum, want)
+				}
+				if full := uint16(inetSum(data, 0)); r.udpSum != full {
+					t.Errorf("off %d trailing %d partial %v: sum %#04x, a full pass %#04x", off, trailing, partial, r.udpSum, full)
+				}
+			}
+		}
 	}
 }

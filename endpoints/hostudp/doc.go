@@ -135,12 +135,14 @@
 // Under the inner-offload path the tunnel device advertises checksum
 // offload, so the inner stack verifies no inner checksum: the endpoint
 // does, as a NIC that validates a tunnel packet's inner headers
-// (CHECKSUM_UNNECESSARY at level 1). Every received datagram whose inner
-// packet is an unfragmented IPv4 or IPv6 TCP or UDP packet without IPv6
-// extension headers has its inner IPv4 header checksum and its TCP or UDP
-// checksum verified, in the same pass that merging needs; one that fails
-// is dropped and counted (Drops.InnerChecksum). Fragments, IPv6 extension
-// headers and frames that are not IP pass unchecked.
+// (CHECKSUM_UNNECESSARY at level 1). For every received datagram whose
+// inner packet is IPv4 or IPv6 (by the Ethertype with
+// Config.InnerEthernet, else by the version nibble) it verifies the inner
+// IPv4 header checksum and, unless the packet is a fragment or has IPv6
+// extension headers, its TCP or UDP checksum (a UDP datagram up to its UDP
+// length), in the same pass that merging needs; a failure is dropped and
+// counted (Drops.InnerChecksum). UDP without a checksum is left to the
+// stack's policy, and frames that are not IP pass as they came.
 //
 // A checksum field that holds exactly the pseudo-header sum is the mark of
 // a sender on this host that left the sum to an offload a UDP socket never
@@ -151,7 +153,10 @@
 // sum it took anyway and counts it (Stats.RxChecksumCompleted), so that the
 // stack and a capture see a correct packet. A corrupted packet is accepted
 // that way only if its checksum field happens to equal the pseudo-header
-// sum, about as likely as its corruption keeping the checksum valid. On
+// sum, about as likely as its corruption keeping the checksum valid. Not
+// handled: a kernel tunnel nested inside the inner packet whose own UDP
+// checksum was computed with local checksum offload (it assumes the
+// innermost checksum already complete) fails verification. On
 // the plain path (no InnerOffset) the inner stack verifies inner
 // checksums, and the tunnel device completes partial ones before it does
 // (stack.Device.Deliver, stack.Stats.Completed).

@@ -90,6 +90,13 @@ type Config struct {
 	// whole (this NIC's MTU lets them through) and be refused, and its
 	// inner checksums would stay unfinished.
 	InnerOffset int
+	// InnerEthernet says the inner frame is Ethernet (VXLAN, Geneve's L2
+	// devices): the two bytes before InnerOffset are its Ethertype, and
+	// only IPv4 and IPv6 frames are inspected on receive (checksums
+	// verified, TCP runs merged); the rest (ARP, VLAN-tagged frames) pass
+	// as they came. Without it every inner packet is taken for IP by its
+	// version nibble, as for an L3 tunnel. Requires InnerOffset >= 14.
+	InnerEthernet bool
 	// Aliases give remote peers a different address in the stack than on
 	// the host: datagrams the stack sends to Alias.Stack go to Alias.Host,
 	// and datagrams from Alias.Host arrive from Alias.Stack. Use it where
@@ -203,6 +210,9 @@ func (c Config) validate() (config, error) {
 	if c.InnerOffset < 0 || c.InnerOffset > 128 {
 		return invalid("InnerOffset %d is outside 0..128", c.InnerOffset)
 	}
+	if c.InnerEthernet && c.InnerOffset < header.EthernetMinimumSize {
+		return invalid("InnerEthernet with InnerOffset %d: the Ethernet header needs 14 bytes", c.InnerOffset)
+	}
 	if len(c.Ports) == 0 {
 		return invalid("Ports is empty: the endpoint serves tunnel ports")
 	}
@@ -298,11 +308,9 @@ type Drops struct {
 	InnerChecksum uint64
 }
 
-// String formats the snapshot on one line: drops only where non-zero.
-func (s Stats) String() string {
-	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro, %d merged from %d, %d checksums completed), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
-		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.RxMerged, s.RxCoalesced, s.RxChecksumCompleted, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
-	d := s.Dropped
+// Each calls f with every drop reason's name (snake case, as in metrics)
+// and count, in a fixed order.
+func (d Drops) Each(f func(reason string, n uint64)) {
 	for _, r := range []struct {
 		name string
 		n    uint64
@@ -311,10 +319,19 @@ func (s Stats) String() string {
 		{"too_big", d.TooBig}, {"send_error", d.SendError}, {"truncated", d.Truncated}, {"bad_source", d.BadSource},
 		{"not_attached", d.NotAttached}, {"inner_checksum", d.InnerChecksum},
 	} {
-		if r.n != 0 {
-			out += fmt.Sprintf(", drop %s=%d", r.name, r.n)
-		}
+		f(r.name, r.n)
 	}
+}
+
+// String formats the snapshot on one line: drops only where non-zero.
+func (s Stats) String() string {
+	out := fmt.Sprintf("rx %d pkts %d bytes (%d syscalls, %d gro, %d merged from %d, %d checksums completed), tx %d pkts %d bytes (%d syscalls, %d gso), icmp %d",
+		s.RxPackets, s.RxBytes, s.RxSyscalls, s.RxGRO, s.RxMerged, s.RxCoalesced, s.RxChecksumCompleted, s.TxPackets, s.TxBytes, s.TxSyscalls, s.TxGSO, s.ICMPErrors)
+	s.Dropped.Each(func(reason string, n uint64) {
+		if n != 0 {
+			out += fmt.Sprintf(", drop %s=%d", reason, n)
+		}
+	})
 	return out
 }
 

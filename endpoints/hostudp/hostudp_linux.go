@@ -226,7 +226,7 @@ func (s *hostSocket) receive() {
 		co *coalescer
 	)
 	if e.cfg.InnerOffset > 0 {
-		co = newCoalescer(e.cfg.InnerOffset, !e.cfg.TrustHostChecksum, e.deliver, &e.stats)
+		co = newCoalescer(e.cfg.InnerOffset, e.cfg.InnerEthernet, !e.cfg.TrustHostChecksum, e.deliver, &e.stats)
 	}
 	// Made once: a closure per call would allocate.
 	read := func(fd uintptr) bool {
