@@ -33,28 +33,29 @@ import (
 // in data (network protocol proto) if its field holds the pseudo-header
 // sum. It reports whether it did.
 func completePartial(data gstack.PacketData, l3Off int, proto tcpip.NetworkProtocolNumber) bool {
+	// One pull-up covers the IP header (options included) and the L4
+	// header up to its checksum field: this runs for every packet.
 	size := data.Size()
+	b, ok := data.PullUp(min(size, l3Off+maxIPv4HeaderLen+header.TCPMinimumSize))
+	if !ok || len(b) < l3Off+header.IPv4MinimumSize {
+		return false
+	}
 	var (
-		hl, end  int
-		l4       tcpip.TransportProtocolNumber
-		src, dst tcpip.Address
+		hl, end int
+		l4      tcpip.TransportProtocolNumber
+		addrs   []byte // source and destination, as the pseudo-header takes them
 	)
 	switch proto {
 	case header.IPv4ProtocolNumber:
-		b, ok := data.PullUp(l3Off + header.IPv4MinimumSize)
-		if !ok {
-			return false
-		}
 		ip := header.IPv4(b[l3Off:])
 		hl, end = int(ip.HeaderLength()), int(ip.TotalLength())
 		if hl < header.IPv4MinimumSize || end < hl || l3Off+end > size || ip.More() || ip.FragmentOffset() != 0 {
 			return false
 		}
 		l4 = ip.TransportProtocol()
-		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		addrs = ip[12:20]
 	case header.IPv6ProtocolNumber:
-		b, ok := data.PullUp(l3Off + header.IPv6MinimumSize)
-		if !ok {
+		if len(b) < l3Off+header.IPv6MinimumSize {
 			return false
 		}
 		ip := header.IPv6(b[l3Off:])
@@ -63,7 +64,7 @@ func completePartial(data gstack.PacketData, l3Off int, proto tcpip.NetworkProto
 			return false
 		}
 		l4 = ip.TransportProtocol()
-		src, dst = ip.SourceAddress(), ip.DestinationAddress()
+		addrs = ip[8:40]
 	default:
 		return false
 	}
@@ -77,15 +78,13 @@ func completePartial(data gstack.PacketData, l3Off int, proto tcpip.NetworkProto
 		return false
 	}
 	l4Off, l4Len := l3Off+hl, end-hl
-	if l4Len < fieldOff+2 {
-		return false
-	}
-	b, ok := data.PullUp(l4Off + fieldOff + 2)
-	if !ok {
+	if l4Len < fieldOff+2 || len(b) < l4Off+fieldOff+2 {
 		return false
 	}
 	field := uint16(b[l4Off+fieldOff])<<8 | uint16(b[l4Off+fieldOff+1])
-	if field == 0 || field != header.PseudoHeaderChecksum(l4, src, dst, uint16(l4Len)) {
+	// header.PseudoHeaderChecksum, without building the addresses.
+	pseudo := checksum.Combine(checksum.Checksum(addrs, 0), checksum.Combine(uint16(l4), uint16(l4Len)))
+	if field == 0 || field != pseudo {
 		return false
 	}
 	// The field holds the pseudo-header sum, so the sum of the L4 bytes as
@@ -110,7 +109,7 @@ func completePartial(data gstack.PacketData, l3Off int, proto tcpip.NetworkProto
 	if c == 0 && l4 == header.UDPProtocolNumber {
 		c = 0xffff // 0 means "no checksum"
 	}
-	// PullUp gave memory of this packet's own (a shared chunk is cloned).
+	// PullUp gives memory of this packet's own (a shared chunk is cloned).
 	b, ok = data.PullUp(l4Off + fieldOff + 2)
 	if !ok {
 		return false
@@ -118,3 +117,6 @@ func completePartial(data gstack.PacketData, l3Off int, proto tcpip.NetworkProto
 	b[l4Off+fieldOff], b[l4Off+fieldOff+1] = byte(c>>8), byte(c)
 	return true
 }
+
+// maxIPv4HeaderLen is the longest IPv4 header, options included.
+const maxIPv4HeaderLen = 60
