@@ -25,22 +25,45 @@ import (
 // header without looking at it, so it would neither finish a partial
 // checksum nor notice a GSO packet.
 //
+// UDP-tunnel GSO (Linux 6.17+). openVnet probes it once, unless
+// Config.NoTunnelGSO: TUNSETOFFLOAD with TUN_F_UDP_TUNNEL_GSO and
+// TUN_F_UDP_TUNNEL_GSO_CSUM as well (an older kernel refuses the unknown
+// bits with EINVAL, and then everything below about it is off and the
+// mode is exactly as before), then TUNSETVNETHDRSZ 24: every read and
+// write starts with struct virtio_net_hdr_v1_hash_tunnel (the 10-byte
+// header, num_buffers, the hash fields, outer_th_offset, inner_nh_offset;
+// zeros where unused). Device.TunnelGSO reports the outcome.
+//
 // Receive: a packet the kernel marks VIRTIO_NET_HDR_F_NEEDS_CSUM gets its
 // checksum finished at csum_start/csum_offset (the kernel's
 // skb_checksum_help), so the stack sees and verifies complete packets. A
 // TCP GSO packet (TSO4/TSO6: TCP to our own underlay address) is delivered
 // whole, as GRO would; UDP GSO (USO) is not enabled, so never arrives.
+// With tunnel GSO the kernel also hands over whole UDP-tunnel GSO packets
+// (its VXLAN device's TSO super-packets, encapsulated): the inner TCP
+// checksum is finished at csum_start, the outer UDP checksum too when
+// VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM says it is partial (else it is zero),
+// in one pass, and the packet is delivered whole. Malformed headers are
+// dropped and counted by reason (VnetStats.RxDrop*), never trusted.
 //
 // Transmit: outer UDP datagrams to Config.InnerPort carry, InnerOffset
 // bytes into their payload, an inner IP packet from a tunnel device with
 // checksum and segmentation offload (stack.DeviceConfig.ChecksumOffload and
 // GSO). The endpoint finishes their inner TCP/UDP checksums (and then the
-// outer UDP checksum) and cuts an inner TCP GSO super-packet into MSS-sized
-// inner segments, each behind a copy of the tunnel, link, IP and TCP
-// headers, which it hands to the kernel as one UDP GSO train
+// outer UDP checksum). An inner TCP GSO super-packet is, with tunnel GSO,
+// written whole (writeTunnelGSO): one write of up to 64 KiB that the
+// kernel takes as one skb and its VXLAN socket decapsulates as one, the
+// inner TCP checksum left partial, the outer one partial
+// (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM) or zero as our socket sends it. The
+// kernel counts an Ethernet header in the smallest outer_th_offset it
+// takes even on this L3 device, so the outer IP header of such a write is
+// padded (IPv4 options, an IPv6 destination options header; see
+// writeTunnelGSO). Without tunnel GSO the endpoint cuts the super-packet
+// into MSS-sized inner segments, each behind a copy of the tunnel, link,
+// IP and TCP headers, which it hands to the kernel as one UDP GSO train
 // (VIRTIO_NET_HDR_GSO_UDP_L4): one write for up to 64 KiB, split by the
-// kernel's UDP layer before the tunnel socket sees it. This is the
-// hostudp endpoint's inner-offload path with a TUN write for sendmmsg.
+// kernel's UDP layer before the tunnel socket sees it, the hostudp
+// endpoint's inner-offload path with a TUN write for sendmmsg.
 
 const (
 	virtioNetHdrSize             = 10
