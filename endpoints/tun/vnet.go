@@ -918,6 +918,11 @@ func (e *vnetEndpoint) writeTunnelGSO(b []byte, o *outerHeaders, h *innerHeaders
 	} else {
 		gsoType |= virtioNetHdrGSOUDPTunnelIPv4
 	}
+	if header.TCP(b[h.l4Off:]).Flags()&header.TCPFlagCwr != 0 {
+		// As the kernel's own TSO marks it (SKB_GSO_TCP_ECN): CWR on
+		// the first segment only.
+		gsoType |= virtioNetHdrGSOECN
+	}
 	vh := virtioNetHdr{
 		flags:      flags,
 		gsoType:    gsoType,
