@@ -94,7 +94,7 @@ func TestWriteTunnelGSO(t *testing.T) {
 				wantFlags = virtioNetHdrFNeedsCsum
 			}
 			want := virtioNetHdr{flags: wantFlags, gsoType: wantType, hdrLen: uint16(innerTh + 20),
-				gsoSize: 1398 - 16, // the padding comes off the inner MSS csumStart: uint16(innerTh), csumOffset: 16,
+				gsoSize: 1398 - 16 /* the padding comes off the inner MSS */, csumStart: uint16(innerTh), csumOffset: 16,
 				outerTh: uint16(outerTh), innerNh: uint16(innerNh)}
 			if h != want || outerTh < minTh {
 				t.Fatalf("header %+v, want %+v", h, want)
