@@ -17,8 +17,9 @@ import (
 // the kernel's VXLAN, over an IPv4 and an IPv6 underlay: our inner TCP
 // super-packets are written whole (VnetStats.TxTunnelGSO), the kernel's
 // arrive whole (RxTunnelGSO), the kernel refuses none of our writes (ut0's
-// rx_frame_errors, which counts a virtio-net header it rejects), and a
-// SHA-256-hashed TCP transfer each way arrives intact.
+// rx_frame_errors, which counts a virtio-net header it rejects) nor
+// segments them before its VXLAN (vx42 receives no more packets than we
+// write), and a SHA-256-hashed TCP transfer each way arrives intact.
 func TestTUNTunnelGSO(t *testing.T) {
 	for _, tc := range []kernelCase{
 		{name: "ipv4", kernelArgs: []string{"udpcsum"}},
@@ -36,6 +37,7 @@ func TestTUNTunnelGSO(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			frameErrors0 := sysCounter(t, p.ns, "ut0", "rx_frame_errors")
+			utRx0, vxRx0 := sysCounter(t, p.ns, "ut0", "rx_packets"), sysCounter(t, p.ns, "vx42", "rx_packets")
 			const size = 32 << 20
 			hashes := func(res e2e.TransferResult) {
 				t.Helper()
@@ -93,6 +95,12 @@ func TestTUNTunnelGSO(t *testing.T) {
 			}
 			if n := sysCounter(t, p.ns, "ut0", "rx_frame_errors") - frameErrors0; n != 0 {
 				t.Errorf("the kernel refused %d of our virtio-net headers (ut0 rx_frame_errors)", n)
+			}
+			// One skb per write all the way: the kernel's vx42 received
+			// no more packets than we wrote into ut0 (segmenting our
+			// super-packets would multiply them by about 40).
+			if ut, vx := sysCounter(t, p.ns, "ut0", "rx_packets")-utRx0, sysCounter(t, p.ns, "vx42", "rx_packets")-vxRx0; vx > ut {
+				t.Errorf("vx42 received %d packets from our %d writes into ut0: the kernel segmented our super-packets before its VXLAN", vx, ut)
 			}
 			gs := p.st.GVisor().Stats()
 			if n := gs.TCP.ChecksumErrors.Value(); n != 0 {
