@@ -197,7 +197,7 @@ func benchTransfer(b *testing.B, ln net.Listener, dial func(ctx context.Context)
 }
 
 // sysCounter reads a statistics counter of dev in ns.
-func sysCounter(b *testing.B, ns *e2e.Netns, dev, name string) uint64 {
+func sysCounter(b testing.TB, ns *e2e.Netns, dev, name string) uint64 {
 	b.Helper()
 	n, err := strconv.ParseUint(strings.TrimSpace(ns.Run(b, "cat", "/sys/class/net/"+dev+"/statistics/"+name)), 10, 64)
 	if err != nil {

@@ -66,9 +66,16 @@ func TestKernelVXLAN(t *testing.T) {
 	}
 	// The same against the TUN's offloaded mode (tun.Config.Offload),
 	// with our device's checksum and segmentation offload on.
+	// Where the kernel takes UDP-tunnel GSO (Linux 6.17+) the offload-
+	// cases write super-packets whole; offload-trains- keeps the UDP GSO
+	// trains of older kernels (tun.Config.NoTunnelGSO).
 	for _, tc := range tests {
 		tc.offload = true
 		t.Run("offload-"+tc.name, func(t *testing.T) { testKernelVXLAN(t, tc) })
+	}
+	for _, tc := range tests {
+		tc.offload, tc.noTunnelGSO = true, true
+		t.Run("offload-trains-"+tc.name, func(t *testing.T) { testKernelVXLAN(t, tc) })
 	}
 }
 
@@ -93,6 +100,9 @@ type kernelCase struct {
 	// TUNSETOFFLOAD) and gives our device checksum and segmentation
 	// offload, whose inner packets the TUN endpoint finishes and segments.
 	offload bool
+	// noTunnelGSO (with offload) keeps the TUN off UDP-tunnel GSO
+	// (tun.Config.NoTunnelGSO): super-packets leave as UDP GSO trains.
+	noTunnelGSO bool
 }
 
 func (tc kernelCase) vxlanPort() uint16 {
@@ -152,6 +162,7 @@ func newKernelPeer(t testing.TB, tc kernelCase) *kernelPeer {
 	tcfg := tun.Config{Name: "ut0", MTU: 1500}
 	if tc.offload {
 		tcfg.Offload, tcfg.InnerPort, tcfg.InnerOffset = true, tc.vxlanPort(), vxlanInnerOffset
+		tcfg.NoTunnelGSO = tc.noTunnelGSO
 	}
 	d, err := tun.OpenIn(p.ns.Path(), tcfg)
 	if err != nil {
@@ -343,12 +354,19 @@ func testKernelVXLAN(t *testing.T, tc kernelCase) {
 			if vs.TxErrors != 0 || vs.RxDropped != 0 {
 				t.Errorf("tun offload: %d write errors, %d received packets dropped", vs.TxErrors, vs.RxDropped)
 			}
-			// Super-packets are segmented by the endpoint; with outer
-			// checksums they leave as UDP GSO trains, without (zero
-			// checksum) one datagram per write.
 			zeroOuter := tc.ourZero || tc.ourChecksum.ZeroTx6
-			if vs.TxTrainSegments == 0 || (vs.TxTrains == 0) != zeroOuter {
-				t.Errorf("tun offload: %d trains, %d segments (zero outer checksums: %v): our device's GSO super-packets did not take the expected path", vs.TxTrains, vs.TxTrainSegments, zeroOuter)
+			switch {
+			case p.tun.TunnelGSO():
+				// Super-packets are written whole, zero outer
+				// checksum or not.
+				if vs.TxTunnelGSO == 0 || vs.TxTrains != 0 || vs.TxTrainSegments != 0 {
+					t.Errorf("tun offload: %d tunnel GSO writes, %d trains, %d segments: our device's GSO super-packets were not written whole", vs.TxTunnelGSO, vs.TxTrains, vs.TxTrainSegments)
+				}
+			case vs.TxTrainSegments == 0 || (vs.TxTrains == 0) != zeroOuter || vs.TxTunnelGSO != 0:
+				// Super-packets are segmented by the endpoint; with
+				// outer checksums they leave as UDP GSO trains, without
+				// (zero checksum) one datagram per write.
+				t.Errorf("tun offload: %d trains, %d segments, %d tunnel GSO writes (zero outer checksums: %v): our device's GSO super-packets did not take the expected path", vs.TxTrains, vs.TxTrainSegments, vs.TxTunnelGSO, zeroOuter)
 			}
 		}
 		if ds.TotalDrops() != 0 || ss.TotalDrops() != 0 {

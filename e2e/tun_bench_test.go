@@ -28,9 +28,11 @@ var tunKernelGbps float64
 //   - tun-rx: a client behind the kernel's vx42 sends to our stack;
 //   - tun-offload-tx, tun-offload-rx: the same with the TUN in its
 //     offloaded mode (tun.Config.Offload: virtio-net header, TUN_F_CSUM
-//     and TSO, inner checksums finished and GSO super-packets segmented
-//     into UDP GSO trains by the endpoint) and our VXLAN device with
-//     checksum and segmentation offload.
+//     and TSO, inner checksums finished; GSO super-packets written whole
+//     as UDP-tunnel GSO packets where the kernel takes them, Linux 6.17+,
+//     and the kernel's read whole, else segmented into UDP GSO trains by
+//     the endpoint) and our VXLAN device with checksum and segmentation
+//     offload.
 //
 // It reports Gbit/s, outer packets per second through the TUN (ut0's
 // counters in the data's direction; vA's tx for the kernel case) and the

@@ -48,10 +48,17 @@ type Config struct {
 	// TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6) and serves it with this package's
 	// own endpoint instead of fdbased (see vnet.go): partial checksums the
 	// kernel hands over are finished, and tunnel devices with checksum and
-	// segmentation offload can hand the endpoint 64 KiB super-packets,
-	// written to the kernel as UDP GSO trains. Experimental; off by
-	// default.
+	// segmentation offload can hand the endpoint 64 KiB super-packets.
+	// Where the kernel takes UDP-tunnel GSO (Linux 6.17+:
+	// TUN_F_UDP_TUNNEL_GSO and _CSUM, a 24-byte virtio-net header), such a
+	// super-packet is written whole, one write per up to 64 KiB that the
+	// kernel's VXLAN takes as one packet, and the kernel's own tunnel GSO
+	// packets are received whole; on older kernels it is cut into UDP GSO
+	// trains (Device.TunnelGSO says which). Experimental; off by default.
 	Offload bool
+	// NoTunnelGSO (with Offload) skips the UDP-tunnel GSO probe: the
+	// 10-byte header and UDP GSO trains, as on a kernel without it.
+	NoTunnelGSO bool
 	// InnerPort and InnerOffset (with Offload) name the tunnel datagrams
 	// whose inner packets the endpoint finishes and segments: outer UDP to
 	// InnerPort, the inner IP header InnerOffset bytes into the UDP
@@ -144,7 +151,7 @@ func openOffload(cfg Config) (*Device, error) {
 	if cfg.InnerOffset < 0 || cfg.InnerOffset > 128 {
 		return nil, fmt.Errorf("tun: InnerOffset %d: %w: outside 0..128", cfg.InnerOffset, stack.ErrInvalid)
 	}
-	fd, name, uso, err := openVnet(cfg.Name)
+	fd, name, caps, err := openVnet(cfg.Name, cfg.NoTunnelGSO)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +160,7 @@ func openOffload(cfg Config) (*Device, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	d.vnet = newVnetEndpoint(fd, cfg.MTU, cfg.InnerOffset, cfg.InnerPort, uso)
+	d.vnet = newVnetEndpoint(fd, cfg.MTU, cfg.InnerOffset, cfg.InnerPort, caps)
 	d.ep = &linkEndpoint{LinkEndpoint: d.vnet, d: d}
 	return d, nil
 }
@@ -166,6 +173,10 @@ func (d *Device) VnetStats() VnetStats {
 	}
 	return d.vnet.stats()
 }
+
+// TunnelGSO reports whether the offloaded mode uses UDP-tunnel GSO (the
+// kernel took TUN_F_UDP_TUNNEL_GSO; see Config.Offload).
+func (d *Device) TunnelGSO() bool { return d.vnet != nil && d.vnet.tnl }
 
 // checkName applies the kernel's dev_valid_name, so that an EINVAL from
 // TUNSETIFF can only mean a name taken by another kind of interface. A

@@ -25,108 +25,242 @@ import (
 // header without looking at it, so it would neither finish a partial
 // checksum nor notice a GSO packet.
 //
+// UDP-tunnel GSO (Linux 6.17+). openVnet probes it once, unless
+// Config.NoTunnelGSO: TUNSETOFFLOAD with TUN_F_UDP_TUNNEL_GSO and
+// TUN_F_UDP_TUNNEL_GSO_CSUM as well (an older kernel refuses the unknown
+// bits with EINVAL, and then everything below about it is off and the
+// mode is exactly as before), then TUNSETVNETHDRSZ 24: every read and
+// write starts with struct virtio_net_hdr_v1_hash_tunnel (the 10-byte
+// header, num_buffers, the hash fields, outer_th_offset, inner_nh_offset;
+// zeros where unused). Device.TunnelGSO reports the outcome.
+//
 // Receive: a packet the kernel marks VIRTIO_NET_HDR_F_NEEDS_CSUM gets its
 // checksum finished at csum_start/csum_offset (the kernel's
 // skb_checksum_help), so the stack sees and verifies complete packets. A
 // TCP GSO packet (TSO4/TSO6: TCP to our own underlay address) is delivered
 // whole, as GRO would; UDP GSO (USO) is not enabled, so never arrives.
+// With tunnel GSO the kernel also hands over whole UDP-tunnel GSO packets
+// (its VXLAN device's TSO super-packets, encapsulated): the inner TCP
+// checksum is finished at csum_start, the outer UDP checksum too when
+// VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM says it is partial (else it is zero),
+// in one pass, and the packet is delivered whole. Malformed headers are
+// dropped and counted by reason (VnetStats.RxDrop*), never trusted.
 //
 // Transmit: outer UDP datagrams to Config.InnerPort carry, InnerOffset
 // bytes into their payload, an inner IP packet from a tunnel device with
 // checksum and segmentation offload (stack.DeviceConfig.ChecksumOffload and
 // GSO). The endpoint finishes their inner TCP/UDP checksums (and then the
-// outer UDP checksum) and cuts an inner TCP GSO super-packet into MSS-sized
-// inner segments, each behind a copy of the tunnel, link, IP and TCP
-// headers, which it hands to the kernel as one UDP GSO train
+// outer UDP checksum). An inner TCP GSO super-packet is, with tunnel GSO,
+// written whole (writeTunnelGSO): one write of up to 64 KiB that the
+// kernel takes as one skb and its VXLAN socket decapsulates as one, the
+// inner TCP checksum left partial, the outer one partial
+// (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM) or zero as our socket sends it. The
+// kernel counts an Ethernet header in the smallest outer_th_offset it
+// takes even on this L3 device, so the outer IP header of such a write is
+// padded (IPv4 options, an IPv6 destination options header; see
+// writeTunnelGSO). Without tunnel GSO the endpoint cuts the super-packet
+// into MSS-sized inner segments, each behind a copy of the tunnel, link,
+// IP and TCP headers, which it hands to the kernel as one UDP GSO train
 // (VIRTIO_NET_HDR_GSO_UDP_L4): one write for up to 64 KiB, split by the
-// kernel's UDP layer before the tunnel socket sees it. This is the
-// hostudp endpoint's inner-offload path with a TUN write for sendmmsg.
+// kernel's UDP layer before the tunnel socket sees it, the hostudp
+// endpoint's inner-offload path with a TUN write for sendmmsg.
 
 const (
-	virtioNetHdrSize              = 10
-	virtioNetHdrFNeedsCsum        = 1
-	virtioNetHdrGSONone           = 0
-	virtioNetHdrGSOTCPv4          = 1
-	virtioNetHdrGSOTCPv6          = 4
-	virtioNetHdrGSOUDPL4          = 5
-	virtioNetHdrGSOECN            = 0x80
-	tunFCsum                      = 0x01
-	tunFTSO4                      = 0x02
-	tunFTSO6                      = 0x04
-	tunFUSO4                      = 0x20
-	tunFUSO6                      = 0x40
-	maxTrainSegments              = 64
-	maxPacket                     = 65535
-	offloadGSOMaxSize             = 62 << 10 // inner super-packet, leaving room for the encapsulation
-	vnetReadBufSize               = virtioNetHdrSize + maxPacket
-	vnetFlagsForOpen       uint16 = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	virtioNetHdrSize             = 10
+	virtioNetHdrTnlSize          = 24 // struct virtio_net_hdr_v1_hash_tunnel
+	virtioNetHdrFNeedsCsum       = 1
+	virtioNetHdrFDataValid       = 2
+	virtioNetHdrFUDPTunnelCsum   = 8
+	virtioNetHdrGSONone          = 0
+	virtioNetHdrGSOTCPv4         = 1
+	virtioNetHdrGSOTCPv6         = 4
+	virtioNetHdrGSOUDPL4         = 5
+	virtioNetHdrGSOUDPTunnelIPv4 = 0x20
+	virtioNetHdrGSOUDPTunnelIPv6 = 0x40
+	virtioNetHdrGSOUDPTunnel     = virtioNetHdrGSOUDPTunnelIPv4 | virtioNetHdrGSOUDPTunnelIPv6
+	virtioNetHdrGSOECN           = 0x80
+	tunFCsum                     = 0x01
+	tunFTSO4                     = 0x02
+	tunFTSO6                     = 0x04
+	tunFUSO4                     = 0x20
+	tunFUSO6                     = 0x40
+	tunFUDPTunnelGSO             = 0x080
+	tunFUDPTunnelGSOCsum         = 0x100
+	maxTrainSegments             = 64
+	maxPacket                    = 65535
+	offloadGSOMaxSize            = 62 << 10 // inner super-packet, leaving room for the encapsulation
+	vnetReadBufSize              = virtioNetHdrTnlSize + maxPacket
+	// tnlMinOuterTh is the kernel's smallest outer_th_offset of a tunnel
+	// GSO write per outer IP version: virtio_net_hdr_tnl_to_skb counts an
+	// Ethernet header (ETH_HLEN + the IP header) even on an L3 TUN.
+	tnlMinOuterTh4, tnlMinOuterTh6        = 14 + header.IPv4MinimumSize, 14 + header.IPv6MinimumSize
+	vnetFlagsForOpen               uint16 = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
 )
 
-// virtioNetHdr is struct virtio_net_hdr in the host's byte order (a TUN
-// without TUNSETVNETBE is little-endian on little-endian hosts).
+// virtioNetHdr is struct virtio_net_hdr_v1_hash_tunnel: struct
+// virtio_net_hdr in the host's byte order (a TUN without TUNSETVNETBE is
+// little-endian on little-endian hosts; the kernel reads a tunnel GSO
+// header as little-endian whatever the host), then num_buffers, the hash
+// fields and the tunnel offsets (little-endian), which exist only with
+// the 24-byte header (TUNSETVNETHDRSZ).
 type virtioNetHdr struct {
 	flags, gsoType                         uint8
 	hdrLen, gsoSize, csumStart, csumOffset uint16
+	numBuffers                             uint16
+	hashValue                              uint32
+	hashReport, paddingReserved            uint16
+	outerTh, innerNh                       uint16
 }
 
+// marshal writes h to b, whose length (virtioNetHdrSize or
+// virtioNetHdrTnlSize) is the header's.
 func (h *virtioNetHdr) marshal(b []byte) {
 	b[0], b[1] = h.flags, h.gsoType
 	binary.NativeEndian.PutUint16(b[2:], h.hdrLen)
 	binary.NativeEndian.PutUint16(b[4:], h.gsoSize)
 	binary.NativeEndian.PutUint16(b[6:], h.csumStart)
 	binary.NativeEndian.PutUint16(b[8:], h.csumOffset)
+	if len(b) < virtioNetHdrTnlSize {
+		return
+	}
+	binary.LittleEndian.PutUint16(b[10:], h.numBuffers)
+	binary.LittleEndian.PutUint32(b[12:], h.hashValue)
+	binary.LittleEndian.PutUint16(b[16:], h.hashReport)
+	binary.LittleEndian.PutUint16(b[18:], h.paddingReserved)
+	binary.LittleEndian.PutUint16(b[20:], h.outerTh)
+	binary.LittleEndian.PutUint16(b[22:], h.innerNh)
 }
 
+// parseVirtioNetHdr reads a header of len(b) bytes (at least
+// virtioNetHdrSize); the tunnel fields stay zero in a short one.
 func parseVirtioNetHdr(b []byte) virtioNetHdr {
-	return virtioNetHdr{
+	h := virtioNetHdr{
 		flags: b[0], gsoType: b[1],
 		hdrLen:     binary.NativeEndian.Uint16(b[2:]),
 		gsoSize:    binary.NativeEndian.Uint16(b[4:]),
 		csumStart:  binary.NativeEndian.Uint16(b[6:]),
 		csumOffset: binary.NativeEndian.Uint16(b[8:]),
 	}
+	if len(b) >= virtioNetHdrTnlSize {
+		h.numBuffers = binary.LittleEndian.Uint16(b[10:])
+		h.hashValue = binary.LittleEndian.Uint32(b[12:])
+		h.hashReport = binary.LittleEndian.Uint16(b[16:])
+		h.paddingReserved = binary.LittleEndian.Uint16(b[18:])
+		h.outerTh = binary.LittleEndian.Uint16(b[20:])
+		h.innerNh = binary.LittleEndian.Uint16(b[22:])
+	}
+	return h
+}
+
+// vnetCaps is what openVnet found the kernel to take.
+type vnetCaps struct {
+	// uso: UDP segmentation offload (Linux 6.2+: it accepts
+	// TUN_F_USO4|TUN_F_USO6, and so a VIRTIO_NET_HDR_GSO_UDP_L4 write).
+	// USO towards us stays off: the endpoint would have to segment what it
+	// reads.
+	uso bool
+	// tnl: UDP-tunnel GSO both ways (Linux 6.17+: TUN_F_UDP_TUNNEL_GSO and
+	// _CSUM are on, and the virtio-net header is the 24-byte
+	// virtio_net_hdr_v1_hash_tunnel).
+	tnl bool
+}
+
+// hdrSize is the virtio-net header's size on the descriptor.
+func (c vnetCaps) hdrSize() int {
+	if c.tnl {
+		return virtioNetHdrTnlSize
+	}
+	return virtioNetHdrSize
 }
 
 // openVnet creates the TUN interface with a virtio-net header and the
 // offloads, returning a non-blocking close-on-exec descriptor, the
-// interface's name and whether the kernel knows UDP segmentation offload
-// (Linux 6.2+: it accepts TUN_F_USO4|TUN_F_USO6, and so a
-// VIRTIO_NET_HDR_GSO_UDP_L4 write). USO towards us stays off: the
-// endpoint would have to segment what it reads.
-func openVnet(name string) (int, string, bool, error) {
+// interface's name and what the kernel takes. Unless noTnl, it probes the
+// UDP-tunnel GSO offload once: EINVAL (an older kernel) leaves the
+// 10-byte header and the plain offloads exactly as without the probe.
+func openVnet(name string, noTnl bool) (int, string, vnetCaps, error) {
+	var caps vnetCaps
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return -1, "", false, openError(name, fmt.Errorf("open /dev/net/tun: %w", err))
+		return -1, "", caps, openError(name, fmt.Errorf("open /dev/net/tun: %w", err))
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		unix.Close(fd)
-		return -1, "", false, openError(name, err)
+		return -1, "", caps, openError(name, err)
 	}
 	ifr.SetUint16(vnetFlagsForOpen)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
-		return -1, "", false, openError(name, fmt.Errorf("TUNSETIFF: %w", err))
+		return -1, "", caps, openError(name, fmt.Errorf("TUNSETIFF: %w", err))
 	}
-	uso := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFUSO4|tunFUSO6) == nil
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+	fail := func(what string, err error) (int, string, vnetCaps, error) {
 		unix.Close(fd)
-		return -1, "", false, fmt.Errorf("tun: %s: TUNSETOFFLOAD: %w", ifr.Name(), err)
+		return -1, "", caps, fmt.Errorf("tun: %s: %s: %w", ifr.Name(), what, err)
 	}
-	return fd, ifr.Name(), uso, nil
+	caps.uso = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6|tunFUSO4|tunFUSO6) == nil
+	offloads := tunFCsum | tunFTSO4 | tunFTSO6
+	if !noTnl {
+		// The kernel refuses unknown TUNSETOFFLOAD bits with EINVAL; it
+		// takes the tunnel bits only together with a plain GSO offload.
+		// The interface is not up yet: no packet sees the tunnel offload
+		// with the short header in between.
+		switch err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum); err {
+		case nil:
+			if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrTnlSize); err != nil {
+				return fail("TUNSETVNETHDRSZ", err)
+			}
+			caps.tnl = true
+			offloads |= tunFUDPTunnelGSO | tunFUDPTunnelGSOCsum
+		case unix.EINVAL:
+		default:
+			return fail("TUNSETOFFLOAD (UDP tunnel GSO)", err)
+		}
+	}
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloads); err != nil {
+		return fail("TUNSETOFFLOAD", err)
+	}
+	return fd, ifr.Name(), caps, nil
 }
 
 // VnetStats counts what the offloaded mode did.
 type VnetStats struct {
 	// RxPartialCsum: received packets whose checksum the kernel left to
 	// us (finished here). RxGSO: received TCP GSO packets (delivered
-	// whole). RxDropped: malformed or unsupported received packets.
-	RxPartialCsum, RxGSO, RxDropped uint64
+	// whole). RxTunnelGSO: received UDP-tunnel GSO packets (inner TCP,
+	// delivered whole; also counted in RxGSO and RxPartialCsum).
+	RxPartialCsum, RxGSO, RxTunnelGSO uint64
+	// RxDropped: malformed or unsupported received packets, the sum of
+	// the reasons that follow. RxDropShort: no room for the virtio-net
+	// header and a packet. RxDropCsum: a partial checksum's field beyond
+	// the packet. RxDropGSO: a GSO type the endpoint did not ask for.
+	// RxDropTunnel: a tunnel GSO header the kernel would not send
+	// (offsets out of order or beyond the packet, both outer IP versions,
+	// no NEEDS_CSUM, tunnel GSO not negotiated). RxDropNotIP: neither
+	// IPv4 nor IPv6.
+	RxDropped                                                     uint64
+	RxDropShort, RxDropCsum, RxDropGSO, RxDropTunnel, RxDropNotIP uint64
 	// TxTrains: UDP GSO trains written; TxTrainSegments: the datagrams in
-	// them. TxFinished: single tunnel datagrams whose inner checksum was
-	// finished. TxPlain: other packets. TxErrors: failed writes.
-	TxTrains, TxTrainSegments, TxFinished, TxPlain, TxErrors uint64
+	// them. TxTunnelGSO: inner TCP super-packets written whole as one
+	// UDP-tunnel GSO packet. TxFinished: single tunnel datagrams whose
+	// inner checksum was finished. TxPlain: other packets. TxErrors:
+	// failed writes.
+	TxTrains, TxTrainSegments, TxTunnelGSO, TxFinished, TxPlain, TxErrors uint64
 }
+
+// rxDrop is a reason to drop a received packet (VnetStats.RxDrop*); 0 keeps
+// it.
+type rxDrop int
+
+const (
+	rxOK rxDrop = iota
+	rxDropShort
+	rxDropCsum
+	rxDropGSO
+	rxDropTunnel
+	rxDropNotIP
+	numRxDrops
+)
 
 // vnetEndpoint is the offloaded mode's link endpoint.
 type vnetEndpoint struct {
@@ -134,8 +268,11 @@ type vnetEndpoint struct {
 	mtu         atomic.Uint32
 	innerOffset int
 	innerPort   uint16
-	// trains: the kernel takes UDP GSO writes (see openVnet).
-	trains bool
+	// trains: the kernel takes UDP GSO writes; tnl: UDP-tunnel GSO both
+	// ways, with the 24-byte header (see openVnet).
+	trains, tnl bool
+	// hdrSize is the virtio-net header's size: caps.hdrSize().
+	hdrSize int
 	// cur is the attached dispatcher, for the reader.
 	cur atomic.Pointer[gstack.NetworkDispatcher]
 
@@ -146,8 +283,9 @@ type vnetEndpoint struct {
 	done    chan struct{}
 	onClose func()
 
-	rxPartial, rxGSO, rxDropped                  atomic.Uint64
-	txTrains, txSegs, txFinished, txPlain, txErr atomic.Uint64
+	rxPartial, rxGSO, rxTnl                             atomic.Uint64
+	rxDrops                                             [numRxDrops]atomic.Uint64
+	txTrains, txSegs, txTnl, txFinished, txPlain, txErr atomic.Uint64
 }
 
 var (
@@ -155,18 +293,24 @@ var (
 	_ gstack.GSOEndpoint  = (*vnetEndpoint)(nil)
 )
 
-func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16, trains bool) *vnetEndpoint {
-	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort, trains: trains, stopFD: -1}
+func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16, caps vnetCaps) *vnetEndpoint {
+	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort,
+		trains: caps.uso, tnl: caps.tnl, hdrSize: caps.hdrSize(), stopFD: -1}
 	e.mtu.Store(mtu)
 	return e
 }
 
 func (e *vnetEndpoint) stats() VnetStats {
-	return VnetStats{
-		RxPartialCsum: e.rxPartial.Load(), RxGSO: e.rxGSO.Load(), RxDropped: e.rxDropped.Load(),
-		TxTrains: e.txTrains.Load(), TxTrainSegments: e.txSegs.Load(), TxFinished: e.txFinished.Load(),
-		TxPlain: e.txPlain.Load(), TxErrors: e.txErr.Load(),
+	s := VnetStats{
+		RxPartialCsum: e.rxPartial.Load(), RxGSO: e.rxGSO.Load(), RxTunnelGSO: e.rxTnl.Load(),
+		RxDropShort: e.rxDrops[rxDropShort].Load(), RxDropCsum: e.rxDrops[rxDropCsum].Load(),
+		RxDropGSO: e.rxDrops[rxDropGSO].Load(), RxDropTunnel: e.rxDrops[rxDropTunnel].Load(),
+		RxDropNotIP: e.rxDrops[rxDropNotIP].Load(),
+		TxTrains:    e.txTrains.Load(), TxTrainSegments: e.txSegs.Load(), TxTunnelGSO: e.txTnl.Load(),
+		TxFinished: e.txFinished.Load(), TxPlain: e.txPlain.Load(), TxErrors: e.txErr.Load(),
 	}
+	s.RxDropped = s.RxDropShort + s.RxDropCsum + s.RxDropGSO + s.RxDropTunnel + s.RxDropNotIP
+	return s
 }
 
 func (e *vnetEndpoint) MTU() uint32                             { return e.mtu.Load() }
@@ -255,13 +399,14 @@ func (e *vnetEndpoint) read(efd int, done chan struct{}) {
 			}
 			continue
 		}
-		if n <= virtioNetHdrSize {
+		if n <= e.hdrSize {
+			e.rxDrops[rxDropShort].Add(1)
 			continue
 		}
-		h := parseVirtioNetHdr(buf)
-		p := buf[virtioNetHdrSize:n]
-		if !e.finishRx(&h, p) {
-			e.rxDropped.Add(1)
+		h := parseVirtioNetHdr(buf[:e.hdrSize])
+		p := buf[e.hdrSize:n]
+		if why := e.finishRx(&h, p); why != rxOK {
+			e.rxDrops[why].Add(1)
 			continue
 		}
 		var proto tcpip.NetworkProtocolNumber
@@ -271,7 +416,7 @@ func (e *vnetEndpoint) read(efd int, done chan struct{}) {
 		case 6:
 			proto = header.IPv6ProtocolNumber
 		default:
-			e.rxDropped.Add(1)
+			e.rxDrops[rxDropNotIP].Add(1)
 			continue
 		}
 		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
@@ -281,12 +426,20 @@ func (e *vnetEndpoint) read(efd int, done chan struct{}) {
 }
 
 // finishRx applies the virtio-net header h to the received packet p:
-// a partial checksum is finished; a TCP GSO packet is accepted whole.
-func (e *vnetEndpoint) finishRx(h *virtioNetHdr, p []byte) bool {
+// a partial checksum is finished; a TCP GSO packet is accepted whole, and
+// so is a UDP-tunnel GSO packet with an inner TCP one once negotiated
+// (finishRxTunnel). It returns why p is to be dropped, or rxOK. Nothing in
+// h is trusted: every offset is checked against p.
+func (e *vnetEndpoint) finishRx(h *virtioNetHdr, p []byte) rxDrop {
+	if tnl := h.gsoType & virtioNetHdrGSOUDPTunnel; tnl != 0 {
+		return e.finishRxTunnel(h, p, tnl)
+	}
+	// VIRTIO_NET_HDR_F_DATA_VALID (and UDP_TUNNEL_CSUM with it) says
+	// the kernel checked the checksums; the stack checks them again.
 	if h.flags&virtioNetHdrFNeedsCsum != 0 {
 		start, field := int(h.csumStart), int(h.csumStart)+int(h.csumOffset)
 		if field+2 > len(p) {
-			return false
+			return rxDropCsum
 		}
 		// The field holds the pseudo-header sum; the kernel's
 		// skb_checksum_help folds in the rest.
@@ -302,9 +455,73 @@ func (e *vnetEndpoint) finishRx(h *virtioNetHdr, p []byte) bool {
 	case virtioNetHdrGSOTCPv4, virtioNetHdrGSOTCPv6:
 		e.rxGSO.Add(1)
 	default:
-		return false
+		return rxDropGSO
 	}
-	return true
+	return rxOK
+}
+
+// finishRxTunnel is finishRx for a UDP-tunnel GSO packet (the kernel's
+// virtio_net_hdr_tnl_from_skb): an outer IPv4 or IPv6 (tnl) UDP datagram
+// at outer_th_offset whose inner IP packet at inner_nh_offset carries a
+// TCP GSO super-packet at csum_start. The inner TCP checksum is partial
+// (NEEDS_CSUM, its field holds the pseudo-header sum of the whole
+// super-packet) and is finished here; with VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM
+// the outer UDP checksum is partial too (the pseudo-header sum) and is
+// finished from the sums already taken, one pass over the packet in all.
+// Without the flag the outer checksum is zero (none). The packet is then
+// delivered whole, as the kernel's GRO would.
+func (e *vnetEndpoint) finishRxTunnel(h *virtioNetHdr, p []byte, tnl uint8) rxDrop {
+	inner := h.gsoType &^ (virtioNetHdrGSOECN | virtioNetHdrGSOUDPTunnel)
+	switch {
+	case !e.tnl, tnl == virtioNetHdrGSOUDPTunnel, h.flags&virtioNetHdrFNeedsCsum == 0:
+		return rxDropTunnel
+	case inner != virtioNetHdrGSOTCPv4 && inner != virtioNetHdrGSOTCPv6:
+		// USO (UDP_L4) is not negotiated, UFO never rides a tunnel.
+		return rxDropGSO
+	}
+	outerL3, innerL3 := header.IPv4MinimumSize, header.IPv4MinimumSize
+	if tnl == virtioNetHdrGSOUDPTunnelIPv6 {
+		outerL3 = header.IPv6MinimumSize
+	}
+	if inner == virtioNetHdrGSOTCPv6 {
+		innerL3 = header.IPv6MinimumSize
+	}
+	outerTh, innerNh, innerTh := int(h.outerTh), int(h.innerNh), int(h.csumStart)
+	if outerTh < outerL3 || innerNh < outerTh+header.UDPMinimumSize || innerTh < innerNh+innerL3 ||
+		h.csumOffset != 16 || innerTh+header.TCPMinimumSize > len(p) {
+		return rxDropTunnel
+	}
+	// The inner TCP checksum: the field's pseudo-header sum plus the
+	// segment's bytes without it.
+	field := innerTh + 16
+	pseudo := binary.BigEndian.Uint16(p[field:])
+	p[field], p[field+1] = 0, 0
+	sum := checksum.Checksum(p[innerTh:], 0)
+	c := ^checksum.Combine(sum, pseudo)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(p[field:], c)
+	if h.flags&virtioNetHdrFUDPTunnelCsum != 0 {
+		// The outer UDP checksum: its header up to the inner TCP
+		// header (with the pseudo-header sum in its field) plus the
+		// inner TCP bytes as finished above.
+		var osum uint16
+		if (innerTh-outerTh)%2 == 0 {
+			osum = checksum.Combine(checksum.Checksum(p[outerTh:innerTh], 0), checksum.Combine(sum, c))
+		} else {
+			osum = checksum.Checksum(p[outerTh:], 0) // never from the kernel: an odd split
+		}
+		oc := ^osum
+		if oc == 0 {
+			oc = 0xffff
+		}
+		binary.BigEndian.PutUint16(p[outerTh+6:], oc)
+	}
+	e.rxPartial.Add(1)
+	e.rxGSO.Add(1)
+	e.rxTnl.Add(1)
+	return rxOK
 }
 
 // WritePackets implements stack.LinkEndpoint.WritePackets.
@@ -322,7 +539,9 @@ func (e *vnetEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 	return n, nil
 }
 
-var zeroVnetHdr [virtioNetHdrSize]byte
+// zeroVnetHdr is the header of a packet without offloads (its first
+// hdrSize bytes).
+var zeroVnetHdr [virtioNetHdrTnlSize]byte
 
 func (e *vnetEndpoint) writePacket(pkt *gstack.PacketBuffer) tcpip.Error {
 	if e.innerPort != 0 {
@@ -331,7 +550,7 @@ func (e *vnetEndpoint) writePacket(pkt *gstack.PacketBuffer) tcpip.Error {
 		}
 	}
 	e.txPlain.Add(1)
-	iovs := append([][]byte{zeroVnetHdr[:]}, pkt.AsSlices()...)
+	iovs := append([][]byte{zeroVnetHdr[:e.hdrSize]}, pkt.AsSlices()...)
 	return e.writev(iovs)
 }
 
@@ -528,7 +747,10 @@ func (e *vnetEndpoint) writeTunnel(pkt *gstack.PacketBuffer) (done bool, err tcp
 		fixInner(b, &h)
 		fixOuter(b, &o, true)
 		e.txFinished.Add(1)
-		return true, e.writev([][]byte{zeroVnetHdr[:], b})
+		return true, e.writev([][]byte{zeroVnetHdr[:e.hdrSize], b})
+	}
+	if e.tnl && gso.MSS > 2*(tnlMinOuterTh6-header.IPv6MinimumSize) {
+		return true, e.writeTunnelGSO(b, &o, &h, int(gso.MSS))
 	}
 	return true, e.writeTrain(b, &o, &h, int(gso.MSS))
 }
@@ -578,7 +800,7 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 			if single || n == 1 {
 				// One datagram at a time.
 				fixOuter(s, o, true)
-				if err := e.writev([][]byte{zeroVnetHdr[:], s}); err != nil {
+				if err := e.writev([][]byte{zeroVnetHdr[:e.hdrSize], s}); err != nil {
 					return err
 				}
 				e.txSegs.Add(1)
@@ -600,14 +822,123 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 			csumStart:  uint16(o.udpOff),
 			csumOffset: 6,
 		}
-		var vb [virtioNetHdrSize]byte
-		vh.marshal(vb[:])
-		if err := e.writev([][]byte{vb[:], train}); err != nil {
+		var vb [virtioNetHdrTnlSize]byte
+		vh.marshal(vb[:e.hdrSize])
+		if err := e.writev([][]byte{vb[:e.hdrSize], train}); err != nil {
 			return err
 		}
 		e.txTrains.Add(1)
 		e.txSegs.Add(uint64(n))
 	}
+	return nil
+}
+
+// writeTunnelGSO writes the inner TCP super-packet in b (outer headers o,
+// inner h) whole, as one UDP-tunnel GSO packet (Linux 6.17+): the kernel
+// takes it as one skb (SKB_GSO_UDP_TUNNEL[_CSUM] over SKB_GSO_TCPV4/6),
+// which its VXLAN socket decapsulates whole when the packet is for this
+// host, and segments only if it forwards it.
+//
+// The kernel's rules (virtio_net_hdr_tnl_to_skb): NEEDS_CSUM with
+// csum_start at the inner TCP header and csum_offset 16, the TCP field
+// holding the pseudo-header sum of the whole super-packet (the kernel's
+// TSO fixes it per segment); outer_th_offset and inner_nh_offset give the
+// outer UDP and inner IP headers; VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM when
+// the outer UDP checksum is to be computed per segment, its field then
+// holding the outer pseudo-header sum; a zero outer checksum (no checksum
+// over IPv4, RFC 6935 over IPv6) stays zero, without the flag.
+//
+// outer_th_offset must be at least 14 + the outer IP header's minimum:
+// the kernel counts an Ethernet header even on an L3 TUN, so a plain outer
+// header (20 or 40 bytes) is refused with EINVAL. The outer header is
+// therefore padded for the write: an IPv4 header with NOP options up to
+// 36 bytes, or an IPv6 header with an 16-byte Destination Options header
+// (PadN) after it. Both are legal and ignored by the receiver; gso_size
+// (the inner MSS) shrinks by as much, so that segments the kernel would
+// cut to forward the packet still fit the MTU the stack planned for.
+func (e *vnetEndpoint) writeTunnelGSO(b []byte, o *outerHeaders, h *innerHeaders, mss int) tcpip.Error {
+	// The padded outer IP header.
+	var ob [64]byte
+	var oh []byte
+	if o.v6 {
+		const pad = 16
+		oh = ob[:header.IPv6MinimumSize+pad]
+		copy(oh, b[:header.IPv6MinimumSize])
+		oh[6] = uint8(header.IPv6DestinationOptionsExtHdrIdentifier)
+		d := oh[header.IPv6MinimumSize:]
+		d[0], d[1] = uint8(header.UDPProtocolNumber), pad/8-1
+		// Linux refuses more than 7 bytes of padding in a row
+		// (ip6_parse_tlv, RFC 4942 2.1.9.5): an option of the RFC 4727
+		// experimental type 0x1e (action 00: skip if unknown) with 6
+		// zero bytes, then PadN with 4.
+		d[2], d[3] = 0x1e, 6
+		d[10], d[11] = 1, 4
+	} else {
+		hl := max(o.udpOff, (tnlMinOuterTh4+3)&^3)
+		oh = ob[:hl]
+		copy(oh, b[:o.udpOff])
+		for i := o.udpOff; i < hl; i++ {
+			oh[i] = 1 // NOP
+		}
+		oh[0] = 0x40 | uint8(hl/4)
+	}
+	pad := len(oh) - o.udpOff
+	udp := b[o.udpOff:]
+	udpLen := len(udp)
+	if o.v6 {
+		binary.BigEndian.PutUint16(oh[4:], uint16(pad+udpLen))
+	} else {
+		ip := header.IPv4(oh)
+		ip.SetTotalLength(uint16(len(oh) + udpLen))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	u := header.UDP(udp)
+	u.SetLength(uint16(udpLen))
+	flags := uint8(virtioNetHdrFNeedsCsum)
+	if u.Checksum() != 0 {
+		u.SetChecksum(header.PseudoHeaderChecksum(header.UDPProtocolNumber, o.src, o.dst, uint16(udpLen)))
+		flags |= virtioNetHdrFUDPTunnelCsum
+	}
+	// The inner IP lengths and the TCP pseudo-header sum.
+	l4Len := len(b) - h.l4Off
+	gsoType := uint8(virtioNetHdrGSOTCPv4)
+	if h.v6 {
+		gsoType = virtioNetHdrGSOTCPv6
+		binary.BigEndian.PutUint16(b[h.ipOff+4:], uint16(l4Len))
+	} else {
+		ip := header.IPv4(b[h.ipOff:])
+		ip.SetTotalLength(uint16(len(b) - h.ipOff))
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+	}
+	binary.BigEndian.PutUint16(b[h.l4Off+16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.src, h.dst, uint16(l4Len)))
+	if o.v6 {
+		gsoType |= virtioNetHdrGSOUDPTunnelIPv6
+	} else {
+		gsoType |= virtioNetHdrGSOUDPTunnelIPv4
+	}
+	if header.TCP(b[h.l4Off:]).Flags()&header.TCPFlagCwr != 0 {
+		// As the kernel's own TSO marks it (SKB_GSO_TCP_ECN): CWR on
+		// the first segment only.
+		gsoType |= virtioNetHdrGSOECN
+	}
+	vh := virtioNetHdr{
+		flags:      flags,
+		gsoType:    gsoType,
+		hdrLen:     uint16(pad + h.dataOff),
+		gsoSize:    uint16(mss - pad),
+		csumStart:  uint16(pad + h.l4Off),
+		csumOffset: 16,
+		outerTh:    uint16(pad + o.udpOff),
+		innerNh:    uint16(pad + h.ipOff),
+	}
+	var vb [virtioNetHdrTnlSize]byte
+	vh.marshal(vb[:])
+	if err := e.writev([][]byte{vb[:], oh, udp}); err != nil {
+		return err
+	}
+	e.txTnl.Add(1)
 	return nil
 }
 
