@@ -25,13 +25,14 @@
 // the kernel hands over, and for tunnel datagrams to Config.InnerPort it
 // finishes the inner checksums of a tunnel device with checksum and
 // segmentation offload. Where the kernel takes UDP-tunnel GSO (Linux
-// 6.17+, probed once) an inner TCP GSO super-packet is written whole and
-// the kernel's own tunnel GSO packets are read whole, one write or read
-// per up to 64 KiB each way; on older kernels super-packets are cut into
-// UDP GSO trains (one write per up to 64 KiB, segmented by the kernel's
-// UDP layer). BenchmarkTUN (e2e) measures both modes against a
+// 6.17+, probed once) the kernel's own tunnel GSO packets are read whole,
+// one read per up to 64 KiB, and with Config.TunnelGSOWrites an inner TCP
+// GSO super-packet over IPv4 is written whole (its outer header padded
+// with NOP options, see there); otherwise super-packets are cut into UDP
+// GSO trains (one write per up to 64 KiB, segmented by the kernel's UDP
+// layer). BenchmarkTUN (e2e) measures both modes against a
 // kernel-to-kernel VXLAN; on Linux 6.18 (2 cores) the offloaded mode with
-// tunnel GSO moved about 7 Gbit/s from our stack to the kernel and 10 the
-// other way, against 3.1 and 1.4 with trains and 0.75 and 1.3 in the
-// default mode. It is Linux only.
+// tunnel GSO (and TunnelGSOWrites) moved about 7 Gbit/s from our stack to
+// the kernel and 10 the other way, against 3.1 and 1.4 with trains and
+// 0.75 and 1.3 in the default mode. It is Linux only.
 package tun

@@ -59,6 +59,19 @@ type Config struct {
 	// NoTunnelGSO (with Offload) skips the UDP-tunnel GSO probe: the
 	// 10-byte header and UDP GSO trains, as on a kernel without it.
 	NoTunnelGSO bool
+	// TunnelGSOWrites (with Offload, where the kernel takes UDP-tunnel
+	// GSO) writes inner TCP super-packets over an IPv4 underlay whole,
+	// one write per up to 64 KiB that the kernel's VXLAN takes as one
+	// packet, instead of as UDP GSO trains. The kernel counts an Ethernet
+	// header in the smallest outer_th_offset it takes even on this L3
+	// device, so the outer IPv4 header of such a write carries 16 bytes of
+	// NOP options (and the inner MSS shrinks by as much): harmless for a
+	// peer on this host, but if the host forwards the packet on, every
+	// segment takes the options onto the wire, where routers may send
+	// them down a slow path or drop them. Hence opt-in. An IPv6 underlay
+	// always gets trains (a padding option header of 16 bytes has no
+	// standard form: Linux refuses runs of padding over 7 bytes).
+	TunnelGSOWrites bool
 	// InnerPort and InnerOffset (with Offload) name the tunnel datagrams
 	// whose inner packets the endpoint finishes and segments: outer UDP to
 	// InnerPort, the inner IP header InnerOffset bytes into the UDP
@@ -152,6 +165,7 @@ func openOffload(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("tun: InnerOffset %d: %w: outside 0..128", cfg.InnerOffset, stack.ErrInvalid)
 	}
 	fd, name, caps, err := openVnet(cfg.Name, cfg.NoTunnelGSO)
+	caps.tnlWrites = cfg.TunnelGSOWrites
 	if err != nil {
 		return nil, err
 	}

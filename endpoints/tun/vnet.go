@@ -50,15 +50,15 @@ import (
 // bytes into their payload, an inner IP packet from a tunnel device with
 // checksum and segmentation offload (stack.DeviceConfig.ChecksumOffload and
 // GSO). The endpoint finishes their inner TCP/UDP checksums (and then the
-// outer UDP checksum). An inner TCP GSO super-packet is, with tunnel GSO,
-// written whole (writeTunnelGSO): one write of up to 64 KiB that the
+// outer UDP checksum). An inner TCP GSO super-packet is, with tunnel GSO
+// and Config.TunnelGSOWrites, written whole (writeTunnelGSO): one write of up to 64 KiB that the
 // kernel takes as one skb and its VXLAN socket decapsulates as one, the
 // inner TCP checksum left partial, the outer one partial
 // (VIRTIO_NET_HDR_F_UDP_TUNNEL_CSUM) or zero as our socket sends it. The
 // kernel counts an Ethernet header in the smallest outer_th_offset it
-// takes even on this L3 device, so the outer IP header of such a write is
-// padded (IPv4 options, an IPv6 destination options header; see
-// writeTunnelGSO). Without tunnel GSO the endpoint cuts the super-packet
+// takes even on this L3 device, so the outer IPv4 header of such a write
+// is padded with NOP options (see writeTunnelGSO); hence only with
+// Config.TunnelGSOWrites, and only over IPv4. Without tunnel GSO the endpoint cuts the super-packet
 // into MSS-sized inner segments, each behind a copy of the tunnel, link,
 // IP and TCP headers, which it hands to the kernel as one UDP GSO train
 // (VIRTIO_NET_HDR_GSO_UDP_L4): one write for up to 64 KiB, split by the
@@ -163,6 +163,9 @@ type vnetCaps struct {
 	// _CSUM are on, and the virtio-net header is the 24-byte
 	// virtio_net_hdr_v1_hash_tunnel).
 	tnl bool
+	// tnlWrites (with tnl): write inner TCP super-packets over IPv4 whole
+	// (Config.TunnelGSOWrites).
+	tnlWrites bool
 }
 
 // hdrSize is the virtio-net header's size on the descriptor.
@@ -269,8 +272,9 @@ type vnetEndpoint struct {
 	innerOffset int
 	innerPort   uint16
 	// trains: the kernel takes UDP GSO writes; tnl: UDP-tunnel GSO both
-	// ways, with the 24-byte header (see openVnet).
-	trains, tnl bool
+	// ways, with the 24-byte header (see openVnet); tnlWrites: super-packets
+	// over IPv4 are written whole (Config.TunnelGSOWrites).
+	trains, tnl, tnlWrites bool
 	// hdrSize is the virtio-net header's size: caps.hdrSize().
 	hdrSize int
 	// cur is the attached dispatcher, for the reader.
@@ -295,7 +299,7 @@ var (
 
 func newVnetEndpoint(fd int, mtu uint32, innerOffset int, innerPort uint16, caps vnetCaps) *vnetEndpoint {
 	e := &vnetEndpoint{fd: fd, innerOffset: innerOffset, innerPort: innerPort,
-		trains: caps.uso, tnl: caps.tnl, hdrSize: caps.hdrSize(), stopFD: -1}
+		trains: caps.uso, tnl: caps.tnl, tnlWrites: caps.tnl && caps.tnlWrites, hdrSize: caps.hdrSize(), stopFD: -1}
 	e.mtu.Store(mtu)
 	return e
 }
@@ -749,7 +753,7 @@ func (e *vnetEndpoint) writeTunnel(pkt *gstack.PacketBuffer) (done bool, err tcp
 		e.txFinished.Add(1)
 		return true, e.writev([][]byte{zeroVnetHdr[:e.hdrSize], b})
 	}
-	if e.tnl && gso.MSS > 2*(tnlMinOuterTh6-header.IPv6MinimumSize) {
+	if e.tnlWrites && !o.v6 && gso.MSS > 2*(tnlMinOuterTh4-header.IPv4MinimumSize) {
 		return true, e.writeTunnelGSO(b, &o, &h, int(gso.MSS))
 	}
 	return true, e.writeTrain(b, &o, &h, int(gso.MSS))
@@ -850,49 +854,31 @@ func (e *vnetEndpoint) writeTrain(b []byte, o *outerHeaders, h *innerHeaders, ms
 //
 // outer_th_offset must be at least 14 + the outer IP header's minimum:
 // the kernel counts an Ethernet header even on an L3 TUN, so a plain outer
-// header (20 or 40 bytes) is refused with EINVAL. The outer header is
-// therefore padded for the write: an IPv4 header with NOP options up to
-// 36 bytes, or an IPv6 header with an 16-byte Destination Options header
-// (PadN) after it. Both are legal and ignored by the receiver; gso_size
-// (the inner MSS) shrinks by as much, so that segments the kernel would
-// cut to forward the packet still fit the MTU the stack planned for.
+// header (20 bytes) is refused with EINVAL. The outer IPv4 header is
+// therefore padded for the write with NOP options up to 36 bytes, legal
+// and ignored by the receiver; gso_size (the inner MSS) shrinks by as
+// much, so that segments the kernel would cut to forward the packet still
+// fit the MTU the stack planned for. Only with Config.TunnelGSOWrites (the
+// options reach the wire if the host forwards the packet), and only over
+// IPv4: an IPv6 underlay would need a 16-byte padding option header, which
+// has no standard form (Linux refuses runs of padding over 7 bytes).
 func (e *vnetEndpoint) writeTunnelGSO(b []byte, o *outerHeaders, h *innerHeaders, mss int) tcpip.Error {
-	// The padded outer IP header.
+	// The padded outer IPv4 header (the caller never sends IPv6 here).
 	var ob [64]byte
-	var oh []byte
-	if o.v6 {
-		const pad = 16
-		oh = ob[:header.IPv6MinimumSize+pad]
-		copy(oh, b[:header.IPv6MinimumSize])
-		oh[6] = uint8(header.IPv6DestinationOptionsExtHdrIdentifier)
-		d := oh[header.IPv6MinimumSize:]
-		d[0], d[1] = uint8(header.UDPProtocolNumber), pad/8-1
-		// Linux refuses more than 7 bytes of padding in a row
-		// (ip6_parse_tlv, RFC 4942 2.1.9.5): an option of the RFC 4727
-		// experimental type 0x1e (action 00: skip if unknown) with 6
-		// zero bytes, then PadN with 4.
-		d[2], d[3] = 0x1e, 6
-		d[10], d[11] = 1, 4
-	} else {
-		hl := max(o.udpOff, (tnlMinOuterTh4+3)&^3)
-		oh = ob[:hl]
-		copy(oh, b[:o.udpOff])
-		for i := o.udpOff; i < hl; i++ {
-			oh[i] = 1 // NOP
-		}
-		oh[0] = 0x40 | uint8(hl/4)
+	hl := max(o.udpOff, (tnlMinOuterTh4+3)&^3)
+	oh := ob[:hl]
+	copy(oh, b[:o.udpOff])
+	for i := o.udpOff; i < hl; i++ {
+		oh[i] = 1 // NOP
 	}
+	oh[0] = 0x40 | uint8(hl/4)
 	pad := len(oh) - o.udpOff
 	udp := b[o.udpOff:]
 	udpLen := len(udp)
-	if o.v6 {
-		binary.BigEndian.PutUint16(oh[4:], uint16(pad+udpLen))
-	} else {
-		ip := header.IPv4(oh)
-		ip.SetTotalLength(uint16(len(oh) + udpLen))
-		ip.SetChecksum(0)
-		ip.SetChecksum(^ip.CalculateChecksum())
-	}
+	ip := header.IPv4(oh)
+	ip.SetTotalLength(uint16(len(oh) + udpLen))
+	ip.SetChecksum(0)
+	ip.SetChecksum(^ip.CalculateChecksum())
 	u := header.UDP(udp)
 	u.SetLength(uint16(udpLen))
 	flags := uint8(virtioNetHdrFNeedsCsum)
@@ -913,11 +899,7 @@ func (e *vnetEndpoint) writeTunnelGSO(b []byte, o *outerHeaders, h *innerHeaders
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
 	binary.BigEndian.PutUint16(b[h.l4Off+16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.src, h.dst, uint16(l4Len)))
-	if o.v6 {
-		gsoType |= virtioNetHdrGSOUDPTunnelIPv6
-	} else {
-		gsoType |= virtioNetHdrGSOUDPTunnelIPv4
-	}
+	gsoType |= virtioNetHdrGSOUDPTunnelIPv4
 	if header.TCP(b[h.l4Off:]).Flags()&header.TCPFlagCwr != 0 {
 		// As the kernel's own TSO marks it (SKB_GSO_TCP_ECN): CWR on
 		// the first segment only.
