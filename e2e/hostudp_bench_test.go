@@ -169,15 +169,27 @@ func groOn(b *testing.B, p *vethPair) {
 	p.nsB.Run(b, "ethtool", "-K", "vB", "gro", "on")
 }
 
-// listenIn listens on dst inside ns; the listener closes with b.
-func listenIn(b *testing.B, ns *e2e.Netns, dst netip.AddrPort) net.Listener {
-	b.Helper()
+// listenIn listens on dst inside ns; the listener closes with tb.
+func listenIn(tb testing.TB, ns *e2e.Netns, dst netip.AddrPort) net.Listener {
+	tb.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", dst.String()); return err }); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { ln.Close() })
+	tb.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// dialIn returns a dial function for e2e.Transfer that connects to dst
+// over TCP from inside ns.
+func dialIn(ctx context.Context, ns *e2e.Netns, dst netip.AddrPort) func() (net.Conn, error) {
+	return func() (c net.Conn, err error) {
+		err = ns.Do(func() error {
+			c, err = new(net.Dialer).DialContext(ctx, "tcp", dst.String())
+			return err
+		})
+		return c, err
+	}
 }
 
 // benchTransfer moves b.N MiB from dial's end to ln's, timed.

@@ -273,27 +273,14 @@ func testKernelVXLAN(t *testing.T, tc kernelCase) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		_, err = e2e.Transfer(ctx, ln, func() (c net.Conn, err error) {
-			err = p.ns.Do(func() error {
-				c, err = new(net.Dialer).DialContext(ctx, "tcp", dst.String())
-				return err
-			})
-			return c, err
-		}, size, nil)
+		_, err = e2e.Transfer(ctx, ln, dialIn(ctx, p.ns, dst), size, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("tcp-stack-to-kernel", func(t *testing.T) {
 		dst := netip.AddrPortFrom(overlayKernel.Addr(), 5002)
-		var ln net.Listener
-		if err := p.ns.Do(func() (err error) {
-			ln, err = net.Listen("tcp", dst.String())
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := listenIn(t, p.ns, dst)
 		_, err := e2e.Transfer(ctx, ln, func() (net.Conn, error) { return p.st.DialTCP(ctx, dst) }, size, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -459,14 +459,7 @@ func testOVS(t *testing.T, c ovsCell) {
 	})
 	t.Run("tcp-stack-to-ovs", func(t *testing.T) {
 		dst := netip.AddrPortFrom(ovsOverlayOVS.Addr(), 5002)
-		var ln net.Listener
-		if err := p.n.Do(func() (err error) {
-			ln, err = net.Listen("tcp", dst.String())
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := listenIn(t, p.n, dst)
 		tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer tcancel()
 		r, err := e2e.Transfer(tctx, ln, func() (net.Conn, error) { return p.st.DialTCP(tctx, dst) }, size, nil)

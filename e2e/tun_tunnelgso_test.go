@@ -50,14 +50,7 @@ func TestTUNTunnelGSO(t *testing.T) {
 			}
 			t.Run("stack-to-kernel", func(t *testing.T) {
 				dst := netip.AddrPortFrom(overlayKernel.Addr(), 5003)
-				var ln net.Listener
-				if err := p.ns.Do(func() (err error) {
-					ln, err = net.Listen("tcp", dst.String())
-					return err
-				}); err != nil {
-					t.Fatal(err)
-				}
-				defer ln.Close()
+				ln := listenIn(t, p.ns, dst)
 				res, err := e2e.Transfer(ctx, ln, func() (net.Conn, error) { return p.st.DialTCP(ctx, dst) }, size, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -71,13 +64,7 @@ func TestTUNTunnelGSO(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer ln.Close()
-				res, err := e2e.Transfer(ctx, ln, func() (c net.Conn, err error) {
-					err = p.ns.Do(func() error {
-						c, err = new(net.Dialer).DialContext(ctx, "tcp", dst.String())
-						return err
-					})
-					return c, err
-				}, size, nil)
+				res, err := e2e.Transfer(ctx, ln, dialIn(ctx, p.ns, dst), size, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
