@@ -338,7 +338,11 @@ func (d *Device) Deliver(pkt *PacketBuffer) {
 		d.counters.Drop(DropDeviceDown)
 		return
 	}
-	var proto tcpip.NetworkProtocolNumber
+	// proto is what the inner NIC is told (none for L2: its link layer
+	// reads the Ethernet header); l3 and l3Off are the network protocol
+	// and where its header starts.
+	var proto, l3 tcpip.NetworkProtocolNumber
+	l3Off := 0
 	if d.cfg.Layer == L2 {
 		eth, ok := pkt.Data().PullUp(header.EthernetMinimumSize)
 		if !ok {
@@ -355,6 +359,7 @@ func (d *Device) Deliver(pkt *PacketBuffer) {
 			d.counters.Drop(DropNotForUs)
 			return
 		}
+		l3, l3Off = header.Ethernet(eth).Type(), header.EthernetMinimumSize
 	} else {
 		b, ok := pkt.Data().PullUp(1)
 		if !ok {
@@ -370,19 +375,10 @@ func (d *Device) Deliver(pkt *PacketBuffer) {
 			d.counters.Drop(DropNotForUs)
 			return
 		}
+		l3 = proto
 	}
-	if !d.cfg.ChecksumOffload {
-		l3Off := 0
-		if d.cfg.Layer == L2 {
-			eth, _ := pkt.Data().PullUp(header.EthernetMinimumSize)
-			proto, l3Off = header.Ethernet(eth).Type(), header.EthernetMinimumSize
-		}
-		if completePartial(pkt.Data(), l3Off, proto) {
-			d.counters.Completed()
-		}
-		if d.cfg.Layer == L2 {
-			proto = 0 // the inner NIC reads it from the Ethernet header
-		}
+	if !d.cfg.ChecksumOffload && completePartial(pkt.Data(), l3Off, l3) {
+		d.counters.Completed()
 	}
 	n := pkt.Data().Size()
 	// Move the inner frame out of pkt rather than share it: gVisor's

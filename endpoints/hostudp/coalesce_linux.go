@@ -213,8 +213,7 @@ func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, c
 		return l4Unchecked, false
 	}
 	l4 := ipb[hl:end]
-	var field, hdrSum, paySum uint16
-	var thl int
+	var thl, fieldOff int // the L4 header's length, its checksum field's offset
 	switch tcpip.TransportProtocolNumber(proto) {
 	case header.TCPProtocolNumber:
 		if len(l4) < header.TCPMinimumSize {
@@ -224,7 +223,7 @@ func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, c
 		if thl < header.TCPMinimumSize || thl > len(l4) {
 			return l4Unchecked, false
 		}
-		field = header.TCP(l4).Checksum()
+		fieldOff = 16
 	case header.UDPProtocolNumber:
 		if len(l4) < header.UDPMinimumSize {
 			return l4Unchecked, false
@@ -236,9 +235,8 @@ func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, c
 			return l4Unchecked, false
 		}
 		l4, end = l4[:n], hl+n
-		thl = header.UDPMinimumSize
-		field = header.UDP(l4).Checksum()
-		if field == 0 {
+		thl, fieldOff = header.UDPMinimumSize, 6
+		if header.UDP(l4).Checksum() == 0 {
 			// RFC 768: none. Over IPv6 the stack's policy decides (RFC
 			// 6936, stack.ChecksumPolicy.ZeroRx6).
 			return l4Unchecked, false
@@ -248,24 +246,21 @@ func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, c
 	}
 	// The payload starts at an even offset of l4 (the header lengths are
 	// multiples of 4), so the two sums combine as they are.
-	hdrSum = checksum.Checksum(l4[:thl], 0)
-	paySum = checksum.Checksum(l4[thl:], 0)
+	hdrSum := checksum.Checksum(l4[:thl], 0)
+	paySum := checksum.Checksum(l4[thl:], 0)
 	pseudo := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), src, dst, uint16(len(l4)))
 	total := checksum.Combine(pseudo, checksum.Combine(hdrSum, paySum))
+	field := uint16(l4[fieldOff])<<8 | uint16(l4[fieldOff+1])
 	switch {
 	case total == 0xffff:
 		v = l4Valid
 	case field == pseudo:
 		// The sum without the field, complemented.
 		sum := ^checksum.Combine(total, ^field)
-		if proto == uint8(header.UDPProtocolNumber) && sum == 0 {
-			sum = 0xffff
+		if sum == 0 && fieldOff == 6 {
+			sum = 0xffff // UDP: 0 means "no checksum"
 		}
-		off := 16 // TCP
-		if proto == uint8(header.UDPProtocolNumber) {
-			off = 6
-		}
-		l4[off], l4[off+1] = byte(sum>>8), byte(sum)
+		l4[fieldOff], l4[fieldOff+1] = byte(sum>>8), byte(sum)
 		v = l4Completed
 	default:
 		return l4Bad, false
@@ -284,7 +279,7 @@ func inspect(data []byte, innerOff int, ethernet bool, s *rxSeg) (v l4Verdict, c
 	s.haveSum = true
 
 	// A merge candidate?
-	if proto != uint8(header.TCPProtocolNumber) || hl != header.IPv4MinimumSize && !s.v6 ||
+	if proto != uint8(header.TCPProtocolNumber) || (!s.v6 && hl != header.IPv4MinimumSize) ||
 		end != len(ipb) || thl == len(l4) {
 		return v, false
 	}

@@ -69,7 +69,6 @@ const (
 	virtioNetHdrSize             = 10
 	virtioNetHdrTnlSize          = 24 // struct virtio_net_hdr_v1_hash_tunnel
 	virtioNetHdrFNeedsCsum       = 1
-	virtioNetHdrFDataValid       = 2
 	virtioNetHdrFUDPTunnelCsum   = 8
 	virtioNetHdrGSONone          = 0
 	virtioNetHdrGSOTCPv4         = 1
@@ -90,11 +89,11 @@ const (
 	maxPacket                    = 65535
 	offloadGSOMaxSize            = 62 << 10 // inner super-packet, leaving room for the encapsulation
 	vnetReadBufSize              = virtioNetHdrTnlSize + maxPacket
-	// tnlMinOuterTh is the kernel's smallest outer_th_offset of a tunnel
-	// GSO write per outer IP version: virtio_net_hdr_tnl_to_skb counts an
-	// Ethernet header (ETH_HLEN + the IP header) even on an L3 TUN.
-	tnlMinOuterTh4, tnlMinOuterTh6        = 14 + header.IPv4MinimumSize, 14 + header.IPv6MinimumSize
-	vnetFlagsForOpen               uint16 = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	// tnlMinOuterTh4 is the kernel's smallest outer_th_offset of a tunnel
+	// GSO write over IPv4: virtio_net_hdr_tnl_to_skb counts an Ethernet
+	// header (ETH_HLEN + the IP header) even on an L3 TUN.
+	tnlMinOuterTh4          = 14 + header.IPv4MinimumSize
+	vnetFlagsForOpen uint16 = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
 )
 
 // virtioNetHdr is struct virtio_net_hdr_v1_hash_tunnel: struct
@@ -668,10 +667,10 @@ func parseInner(b []byte, ipOff int) (innerHeaders, bool) {
 	return h, true
 }
 
-// fixInner sets the inner IP lengths (and IPv4 header checksum) for the
-// packet's size and finishes the inner TCP/UDP checksum; p starts at the
-// outer header.
-func fixInner(p []byte, h *innerHeaders) {
+// setInnerLengths sets the inner IP header's length (and IPv4 header
+// checksum) for the packet p's size and returns the L4 length; p starts at
+// the outer header.
+func setInnerLengths(p []byte, h *innerHeaders) int {
 	l4Len := len(p) - h.l4Off
 	if h.v6 {
 		binary.BigEndian.PutUint16(p[h.ipOff+4:], uint16(l4Len))
@@ -681,6 +680,14 @@ func fixInner(p []byte, h *innerHeaders) {
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
 	}
+	return l4Len
+}
+
+// fixInner sets the inner IP lengths (and IPv4 header checksum) for the
+// packet's size and finishes the inner TCP/UDP checksum; p starts at the
+// outer header.
+func fixInner(p []byte, h *innerHeaders) {
+	l4Len := setInnerLengths(p, h)
 	l4 := p[h.l4Off:]
 	csumOff := 16
 	if h.proto == header.UDPProtocolNumber {
@@ -887,16 +894,10 @@ func (e *vnetEndpoint) writeTunnelGSO(b []byte, o *outerHeaders, h *innerHeaders
 		flags |= virtioNetHdrFUDPTunnelCsum
 	}
 	// The inner IP lengths and the TCP pseudo-header sum.
-	l4Len := len(b) - h.l4Off
+	l4Len := setInnerLengths(b, h)
 	gsoType := uint8(virtioNetHdrGSOTCPv4)
 	if h.v6 {
 		gsoType = virtioNetHdrGSOTCPv6
-		binary.BigEndian.PutUint16(b[h.ipOff+4:], uint16(l4Len))
-	} else {
-		ip := header.IPv4(b[h.ipOff:])
-		ip.SetTotalLength(uint16(len(b) - h.ipOff))
-		ip.SetChecksum(0)
-		ip.SetChecksum(^ip.CalculateChecksum())
 	}
 	binary.BigEndian.PutUint16(b[h.l4Off+16:], header.PseudoHeaderChecksum(header.TCPProtocolNumber, h.src, h.dst, uint16(l4Len)))
 	gsoType |= virtioNetHdrGSOUDPTunnelIPv4
